@@ -1,0 +1,216 @@
+#include "tensorpar/comm/process_group.hpp"
+
+#include <cstdint>
+#include <type_traits>
+
+namespace tensorpar {
+
+namespace {
+
+double now() { return MPI_Wtime(); }
+
+template <class T>
+MPI_Datatype mpi_type() {
+  if constexpr (std::is_same_v<T, float>) return MPI_FLOAT;
+  else if constexpr (std::is_same_v<T, double>) return MPI_DOUBLE;
+  else if constexpr (std::is_same_v<T, int32_t>) return MPI_INT32_T;
+  else if constexpr (std::is_same_v<T, int64_t>) return MPI_INT64_T;
+  else if constexpr (std::is_same_v<T, uint8_t>) return MPI_UINT8_T;
+  else if constexpr (std::is_same_v<T, char>) return MPI_CHAR;
+  else static_assert(sizeof(T) == 0, "unsupported element type");
+}
+
+MPI_Op mpi_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::Sum: return MPI_SUM;
+    case ReduceOp::Max: return MPI_MAX;
+    case ReduceOp::Min: return MPI_MIN;
+  }
+  return MPI_SUM;
+}
+
+// MPI counts are int: refuse anything larger rather than silently truncating.
+int mpi_count(size_t n, const char* what) {
+  TP_CHECK(n <= size_t(INT32_MAX), CommError, "{} of {} elements exceeds MPI's int count limit", what, n);
+  return int(n);
+}
+
+}  // namespace
+
+void throw_mpi_error(int rc, const char* what) {
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS) len = 0;
+  throw CommError(fmt::format("MPI {} failed: {}", what, std::string(text, size_t(len))));
+}
+
+const char* collective_name(Collective c) {
+  switch (c) {
+    case Collective::AllReduce: return "all_reduce";
+    case Collective::AllGather: return "all_gather";
+    case Collective::ReduceScatter: return "reduce_scatter";
+    case Collective::Broadcast: return "broadcast";
+    case Collective::Barrier: return "barrier";
+    default: return "?";
+  }
+}
+
+// ---- Work ----
+
+Work::Work(ProcessGroup* group, MPI_Request request, Collective what)
+    : group_(group), request_(request), what_(what) {}
+
+Work::Work(Work&& other) noexcept : group_(other.group_), request_(other.request_), what_(other.what_) {
+  other.request_ = MPI_REQUEST_NULL;
+}
+
+Work& Work::operator=(Work&& other) noexcept {
+  if (this != &other) {
+    if (pending()) {
+      try { wait(); } catch (...) {}
+    }
+    group_ = other.group_;
+    request_ = other.request_;
+    what_ = other.what_;
+    other.request_ = MPI_REQUEST_NULL;
+  }
+  return *this;
+}
+
+Work::~Work() {
+  if (pending()) {
+    try { wait(); } catch (...) {}
+  }
+}
+
+void Work::wait() {
+  if (!pending()) return;
+  const double t0 = now();
+  const int rc = MPI_Wait(&request_, MPI_STATUS_IGNORE);
+  request_ = MPI_REQUEST_NULL;
+  if (group_) group_->stats_.seconds += now() - t0;
+  if (rc != MPI_SUCCESS) throw_mpi_error(rc, collective_name(what_));
+}
+
+// ---- ProcessGroup ----
+
+ProcessGroup::ProcessGroup(MPI_Comm comm) {
+  MPI_CHECK(MPI_Comm_dup(comm, &comm_), "Comm_dup");
+  // Errors come back as return codes (turned into exceptions), never abort inside MPI.
+  MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "Comm_set_errhandler");
+  MPI_CHECK(MPI_Comm_rank(comm_, &rank_), "Comm_rank");
+  MPI_CHECK(MPI_Comm_size(comm_, &size_), "Comm_size");
+}
+
+ProcessGroup::ProcessGroup(ProcessGroup&& other) noexcept
+    : comm_(other.comm_), rank_(other.rank_), size_(other.size_), stats_(other.stats_) {
+  other.comm_ = MPI_COMM_NULL;
+}
+
+ProcessGroup::~ProcessGroup() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (comm_ != MPI_COMM_NULL && !finalized) MPI_Comm_free(&comm_);
+}
+
+void ProcessGroup::record(Collective c, int64_t bytes, double seconds) {
+  stats_.calls[size_t(c)] += 1;
+  stats_.bytes[size_t(c)] += bytes;
+  stats_.seconds += seconds;
+}
+
+template <class T>
+void ProcessGroup::all_reduce(std::span<T> data, AllReduceOptions options) {
+  const double t0 = now();
+  if (size_ > 1 && !data.empty())
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data.data(), mpi_count(data.size(), "all_reduce"), mpi_type<T>(),
+                            mpi_op(options.op), comm_),
+              "all_reduce");
+  record(Collective::AllReduce, int64_t(data.size_bytes()), now() - t0);
+}
+
+Work ProcessGroup::all_reduce_async(std::span<float> data, AllReduceOptions options) {
+  const double t0 = now();
+  record(Collective::AllReduce, int64_t(data.size_bytes()), 0);
+  if (size_ == 1 || data.empty()) return {};
+  MPI_Request request = MPI_REQUEST_NULL;
+  MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data.data(), mpi_count(data.size(), "all_reduce"), MPI_FLOAT,
+                           mpi_op(options.op), comm_, &request),
+            "all_reduce (non-blocking)");
+  stats_.seconds += now() - t0;
+  return Work(this, request, Collective::AllReduce);
+}
+
+template <class T>
+void ProcessGroup::all_gather(std::span<T> out, std::span<const T> in) {
+  TP_CHECK(out.size() == in.size() * size_t(size_), CommError,
+           "all_gather: output has {} elements but {} ranks x {} input elements were expected", out.size(), size_,
+           in.size());
+  const double t0 = now();
+  MPI_CHECK(MPI_Allgather(in.data(), mpi_count(in.size(), "all_gather"), mpi_type<T>(), out.data(),
+                          mpi_count(in.size(), "all_gather"), mpi_type<T>(), comm_),
+            "all_gather");
+  record(Collective::AllGather, int64_t(out.size_bytes()), now() - t0);
+}
+
+void ProcessGroup::reduce_scatter(std::span<float> out, std::span<const float> in) {
+  TP_CHECK(in.size() == out.size() * size_t(size_), CommError,
+           "reduce_scatter: input has {} elements but {} ranks x {} output elements were expected", in.size(),
+           size_, out.size());
+  const double t0 = now();
+  MPI_CHECK(MPI_Reduce_scatter_block(in.data(), out.data(), mpi_count(out.size(), "reduce_scatter"), MPI_FLOAT,
+                                     MPI_SUM, comm_),
+            "reduce_scatter");
+  record(Collective::ReduceScatter, int64_t(in.size_bytes()), now() - t0);
+}
+
+template <class T>
+void ProcessGroup::broadcast(std::span<T> data, int root) {
+  const double t0 = now();
+  if (size_ > 1 && !data.empty())
+    MPI_CHECK(MPI_Bcast(data.data(), mpi_count(data.size(), "broadcast"), mpi_type<T>(), root, comm_),
+              "broadcast");
+  record(Collective::Broadcast, int64_t(data.size_bytes()), now() - t0);
+}
+
+void ProcessGroup::broadcast_string(std::string& s, int root) {
+  int64_t n = int64_t(s.size());
+  broadcast(std::span<int64_t>(&n, 1), root);
+  s.resize(size_t(n));
+  broadcast(std::span<char>(s.data(), s.size()), root);
+}
+
+void ProcessGroup::barrier() {
+  const double t0 = now();
+  MPI_CHECK(MPI_Barrier(comm_), "barrier");
+  record(Collective::Barrier, 0, now() - t0);
+}
+
+std::string ProcessGroup::first_error(const std::string& local_error) {
+  if (size_ == 1) return local_error;
+  // Not counted in stats: agreement is bookkeeping, not model communication.
+  int32_t first = local_error.empty() ? size_ : rank_;
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT32_T, MPI_MIN, comm_), "all_reduce (error agreement)");
+  if (first == size_) return {};
+  std::string message = local_error;
+  int64_t n = int64_t(message.size());
+  MPI_CHECK(MPI_Bcast(&n, 1, MPI_INT64_T, first, comm_), "broadcast (error agreement)");
+  message.resize(size_t(n));
+  MPI_CHECK(MPI_Bcast(message.data(), int(n), MPI_CHAR, first, comm_), "broadcast (error agreement)");
+  return message;
+}
+
+template void ProcessGroup::all_reduce<float>(std::span<float>, AllReduceOptions);
+template void ProcessGroup::all_reduce<double>(std::span<double>, AllReduceOptions);
+template void ProcessGroup::all_reduce<int32_t>(std::span<int32_t>, AllReduceOptions);
+template void ProcessGroup::all_reduce<int64_t>(std::span<int64_t>, AllReduceOptions);
+template void ProcessGroup::all_gather<float>(std::span<float>, std::span<const float>);
+template void ProcessGroup::all_gather<int32_t>(std::span<int32_t>, std::span<const int32_t>);
+template void ProcessGroup::all_gather<int64_t>(std::span<int64_t>, std::span<const int64_t>);
+template void ProcessGroup::broadcast<float>(std::span<float>, int);
+template void ProcessGroup::broadcast<int32_t>(std::span<int32_t>, int);
+template void ProcessGroup::broadcast<int64_t>(std::span<int64_t>, int);
+template void ProcessGroup::broadcast<uint8_t>(std::span<uint8_t>, int);
+template void ProcessGroup::broadcast<char>(std::span<char>, int);
+
+}  // namespace tensorpar

@@ -1,0 +1,117 @@
+// ProcessGroup: the collectives of one MPI communicator, taking spans and returning when done or a
+// Work handle. Contract (as in c10d): every rank of the group calls the same collectives in the same
+// order with the same sizes. Every MPI failure becomes a CommError naming the collective.
+#pragma once
+#include <mpi.h>
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "tensorpar/core/error.hpp"
+
+namespace tensorpar {
+
+// MPI_CHECK(call, "what"): throw CommError with MPI's own error string if the call fails.
+#define MPI_CHECK(call, what)                                                                   \
+  do {                                                                                          \
+    const int tp_mpi_rc_ = (call);                                                              \
+    if (tp_mpi_rc_ != MPI_SUCCESS) [[unlikely]] ::tensorpar::throw_mpi_error(tp_mpi_rc_, what); \
+  } while (0)
+[[noreturn]] void throw_mpi_error(int rc, const char* what);
+
+enum class Collective : int { AllReduce, AllGather, ReduceScatter, Broadcast, Barrier, kCount };
+const char* collective_name(Collective c);
+
+// What the group has done: call counts and payload bytes per collective, and the wall time spent
+// blocked in communication (inside blocking calls and Work::wait).
+struct CommStats {
+  std::array<int64_t, size_t(Collective::kCount)> calls{};
+  std::array<int64_t, size_t(Collective::kCount)> bytes{};
+  double seconds = 0;
+  int64_t count(Collective c) const { return calls[size_t(c)]; }
+};
+
+enum class ReduceOp { Sum, Max, Min };
+struct AllReduceOptions {
+  ReduceOp op = ReduceOp::Sum;
+};
+
+class ProcessGroup;
+
+// Handle of a non-blocking collective. wait() blocks until it completes and throws if it failed.
+// Move-only; a Work that is destroyed unwaited waits in its destructor (never leaves MPI dangling).
+class Work {
+ public:
+  Work() = default;
+  Work(ProcessGroup* group, MPI_Request request, Collective what);
+  Work(Work&& other) noexcept;
+  Work& operator=(Work&& other) noexcept;
+  Work(const Work&) = delete;
+  Work& operator=(const Work&) = delete;
+  ~Work();
+  void wait();
+  bool pending() const { return request_ != MPI_REQUEST_NULL; }
+
+ private:
+  ProcessGroup* group_ = nullptr;
+  MPI_Request request_ = MPI_REQUEST_NULL;
+  Collective what_ = Collective::AllReduce;
+};
+
+class ProcessGroup {
+ public:
+  // Duplicates `comm` (so our traffic never mixes with the caller's) and owns the duplicate.
+  explicit ProcessGroup(MPI_Comm comm);
+  ~ProcessGroup();
+  ProcessGroup(ProcessGroup&&) noexcept;
+  ProcessGroup& operator=(ProcessGroup&&) = delete;
+  ProcessGroup(const ProcessGroup&) = delete;
+  ProcessGroup& operator=(const ProcessGroup&) = delete;
+
+  static ProcessGroup world() { return ProcessGroup(MPI_COMM_WORLD); }
+  // A group of this process alone: the serial reference in tests, and TP=1.
+  static ProcessGroup self() { return ProcessGroup(MPI_COMM_SELF); }
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  MPI_Comm comm() const { return comm_; }
+
+  // In place: data = op over ranks of data. Supported T: float, double, int32_t, int64_t.
+  template <class T>
+  void all_reduce(std::span<T> data, AllReduceOptions options = {});
+  Work all_reduce_async(std::span<float> data, AllReduceOptions options = {});
+  // out[r * in.size() + i] = in_r[i]: rank-major concatenation.
+  template <class T>
+  void all_gather(std::span<T> out, std::span<const T> in);
+  // out[i] = sum over ranks r of in_r[rank * out.size() + i].
+  void reduce_scatter(std::span<float> out, std::span<const float> in);
+  template <class T>
+  void broadcast(std::span<T> data, int root);
+  void broadcast_string(std::string& s, int root);
+  void barrier();
+
+  // Turn a failure that may have happened on some ranks only into the same exception on all of
+  // them: each rank passes its own error message ("" if it succeeded); if any rank failed, every rank
+  // throws ErrorType with the message of the lowest failing rank. Call it after rank-local work that
+  // can fail (reading a file, parsing input) and before the next collective, so no rank is left waiting.
+  template <class ErrorType = Error>
+  void agree(const std::string& local_error) {
+    const std::string message = first_error(local_error);
+    if (!message.empty()) throw ErrorType(message);
+  }
+
+  const CommStats& stats() const { return stats_; }
+  void reset_stats() { stats_ = {}; }
+
+ private:
+  friend class Work;
+  std::string first_error(const std::string& local_error);
+  void record(Collective c, int64_t bytes, double seconds);
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0, size_ = 1;
+  CommStats stats_;
+};
+
+}  // namespace tensorpar

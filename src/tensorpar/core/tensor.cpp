@@ -1,0 +1,62 @@
+#include "tensorpar/core/tensor.hpp"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace tensorpar {
+
+int64_t shape_numel(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    TP_CHECK(d >= 0, ShapeError, "negative dimension {} in shape {}", d, shape_string(shape));
+    n *= d;
+  }
+  return n;
+}
+
+std::string shape_string(const Shape& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+
+void Tensor::FreeDeleter::operator()(void* p) const noexcept { std::free(p); }
+
+Tensor::Tensor(Shape shape, DType dtype) : shape_(std::move(shape)), numel_(shape_numel(shape_)), dtype_(dtype) {
+  const size_t bytes = (nbytes() + kAlignment - 1) / kAlignment * kAlignment;
+  if (bytes == 0) return;
+  void* p = std::aligned_alloc(kAlignment, bytes);
+  if (p == nullptr) throw Error(fmt::format("out of memory allocating a tensor of {} bytes", bytes));
+  std::memset(p, 0, bytes);
+  data_.reset(static_cast<std::byte*>(p));
+}
+
+Tensor Tensor::clone() const {
+  Tensor t(shape_, dtype_);
+  if (numel_ > 0) std::memcpy(t.raw(), raw(), nbytes());
+  return t;
+}
+
+float* Tensor::f32() {
+  TP_CHECK(dtype_ == DType::F32, Error, "tensor of dtype {} used as F32", dtype_name(dtype_));
+  return reinterpret_cast<float*>(data_.get());
+}
+const float* Tensor::f32() const { return const_cast<Tensor*>(this)->f32(); }
+
+bf16* Tensor::bf16_data() {
+  TP_CHECK(dtype_ == DType::BF16, Error, "tensor of dtype {} used as BF16", dtype_name(dtype_));
+  return reinterpret_cast<bf16*>(data_.get());
+}
+const bf16* Tensor::bf16_data() const { return const_cast<Tensor*>(this)->bf16_data(); }
+
+MatrixView Tensor::matrix() {
+  const int64_t cols = shape_.empty() ? 1 : shape_.back();
+  const int64_t rows = cols == 0 ? 0 : numel_ / cols;
+  return {f32(), rows, cols, cols};
+}
+ConstMatrixView Tensor::matrix() const {
+  auto m = const_cast<Tensor*>(this)->matrix();
+  return {m.data, m.rows, m.cols, m.ld};
+}
+
+void Tensor::zero() {
+  if (numel_ > 0) std::memset(data_.get(), 0, nbytes());
+}
+
+}  // namespace tensorpar

@@ -1,0 +1,22 @@
+#include "tensorpar/kernels/gemm.hpp"
+
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+
+#include "tensorpar/core/error.hpp"
+
+namespace tensorpar {
+
+void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  const dnnl_status_t status = dnnl_sgemm(trans_a == Trans::Yes ? 'T' : 'N', trans_b == Trans::Yes ? 'T' : 'N',
+                                          M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  TP_CHECK(status == dnnl_success, Error, "oneDNN sgemm failed (status {}) for M={} N={} K={} lda={} ldb={} ldc={}",
+           int(status), M, N, K, lda, ldb, ldc);
+}
+
+void set_num_threads(int threads) { omp_set_num_threads(threads < 1 ? 1 : threads); }
+int num_threads() { return omp_get_max_threads(); }
+
+}  // namespace tensorpar

@@ -1,0 +1,112 @@
+// Collectives at every world size against closed-form expected values (as gloo's tests do).
+#include <gtest/gtest.h>
+
+#include <numeric>
+#include <vector>
+
+#include "tensorpar/comm/mesh.hpp"
+#include "tensorpar/comm/process_group.hpp"
+
+namespace tensorpar {
+
+TEST(ProcessGroup, AllReduceSumsInPlaceAndCounts) {
+  ProcessGroup world = ProcessGroup::world();
+  const int n = world.size(), r = world.rank();
+  std::vector<float> data(1000);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = float(r + 1) * float(i);
+  world.all_reduce(std::span<float>(data));
+  const float ranks_sum = float(n * (n + 1) / 2);
+  for (size_t i = 0; i < data.size(); ++i) ASSERT_EQ(data[i], ranks_sum * float(i)) << "index " << i;
+  EXPECT_EQ(world.stats().count(Collective::AllReduce), 1);
+  EXPECT_EQ(world.stats().bytes[size_t(Collective::AllReduce)], 4000);
+}
+
+TEST(ProcessGroup, AllReduceMaxAndDouble) {
+  ProcessGroup world = ProcessGroup::world();
+  std::vector<double> v{double(world.rank()), -double(world.rank())};
+  world.all_reduce(std::span<double>(v), {ReduceOp::Max});
+  EXPECT_EQ(v[0], world.size() - 1);
+  EXPECT_EQ(v[1], 0.0);
+}
+
+TEST(ProcessGroup, AsyncAllReduceCompletesOnWait) {
+  ProcessGroup world = ProcessGroup::world();
+  std::vector<float> data(1 << 16, 1.0f);
+  Work work = world.all_reduce_async(std::span<float>(data));
+  work.wait();
+  EXPECT_FALSE(work.pending());
+  for (float x : data) ASSERT_EQ(x, float(world.size()));
+}
+
+TEST(ProcessGroup, AllGatherIsRankMajor) {
+  ProcessGroup world = ProcessGroup::world();
+  std::vector<float> in{float(world.rank()), float(10 * world.rank())};
+  std::vector<float> out(2 * size_t(world.size()));
+  world.all_gather(std::span<float>(out), std::span<const float>(in));
+  for (int r = 0; r < world.size(); ++r) {
+    EXPECT_EQ(out[2 * r], float(r));
+    EXPECT_EQ(out[2 * r + 1], float(10 * r));
+  }
+}
+
+TEST(ProcessGroup, ReduceScatterGivesEachRankItsSummedBlock) {
+  ProcessGroup world = ProcessGroup::world();
+  const int n = world.size();
+  std::vector<float> in(3 * size_t(n));
+  std::iota(in.begin(), in.end(), 0.0f);  // same on every rank
+  std::vector<float> out(3);
+  world.reduce_scatter(std::span<float>(out), std::span<const float>(in));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(out[i], float(n * (3 * world.rank() + i)));
+}
+
+TEST(ProcessGroup, BroadcastFromLastRank) {
+  ProcessGroup world = ProcessGroup::world();
+  const int root = world.size() - 1;
+  std::vector<int64_t> v{world.rank() == root ? 42 : 0};
+  world.broadcast(std::span<int64_t>(v), root);
+  EXPECT_EQ(v[0], 42);
+  std::string s = world.rank() == root ? "hello" : "";
+  world.broadcast_string(s, root);
+  EXPECT_EQ(s, "hello");
+}
+
+TEST(ProcessGroup, AgreeThrowsTheSameErrorOnEveryRank) {
+  ProcessGroup world = ProcessGroup::world();
+  const int failing = world.size() - 1;
+  std::string local = world.rank() == failing ? "cannot read weights.bin" : "";
+  try {
+    world.agree<IoError>(local);
+    FAIL() << "expected IoError on rank " << world.rank();
+  } catch (const IoError& e) {
+    EXPECT_STREQ(e.what(), "cannot read weights.bin");
+  }
+  EXPECT_NO_THROW(world.agree(""));
+}
+
+TEST(ProcessGroup, WrongSizesThrowBeforeTalking) {
+  ProcessGroup world = ProcessGroup::world();
+  std::vector<float> in(2), out(3);
+  EXPECT_THROW(world.all_gather(std::span<float>(out), std::span<const float>(in)), CommError);
+}
+
+TEST(Mesh, SplitsWorldIntoContiguousTensorGroups) {
+  ProcessGroup world = ProcessGroup::world();
+  for (int tp = 1; tp <= world.size(); ++tp) {
+    if (world.size() % tp != 0) {
+      EXPECT_THROW(Mesh(world, tp), ConfigError);
+      continue;
+    }
+    Mesh mesh(world, tp);
+    EXPECT_EQ(mesh.tp_size(), tp);
+    EXPECT_EQ(mesh.dp_size(), world.size() / tp);
+    EXPECT_EQ(mesh.tp().rank(), world.rank() % tp);
+    EXPECT_EQ(mesh.dp().rank(), world.rank() / tp);
+    // sum of world ranks within my TP group: ranks base..base+tp-1
+    std::vector<int64_t> v{world.rank()};
+    mesh.tp().all_reduce(std::span<int64_t>(v));
+    const int64_t base = world.rank() / tp * tp;
+    EXPECT_EQ(v[0], tp * base + tp * (tp - 1) / 2);
+  }
+}
+
+}  // namespace tensorpar
