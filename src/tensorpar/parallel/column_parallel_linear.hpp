@@ -1,0 +1,56 @@
+// ColumnParallelLinear: Y = X A^T + b with A [out, in] split by output rows across the group, so
+// rank i computes Y_i = X A_i^T + b_i from the whole X. Backward: the partial dX of every rank is
+// all-reduced (Megatron's f operator), overlapped with the weight-gradient GEMM.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tensorpar/comm/process_group.hpp"
+#include "tensorpar/parallel/parameter.hpp"
+
+namespace tensorpar {
+
+struct ColumnParallelOptions {
+  std::string name;                // parameter prefix: "<name>.weight", "<name>.bias"
+  int64_t in_features = 0;
+  int64_t out_features = 0;
+  bool bias = true;
+  bool gather_output = false;      // forward returns the whole Y (all-gather) instead of Y_i
+  // The output dimension as a concatenation of parts each split over the group (fused QKV: [h, h, h]).
+  // Empty: one part of out_features.
+  std::vector<int64_t> segments;
+  uint64_t seed = 0;
+  float init_std = 0.02f;
+};
+
+class ColumnParallelLinear {
+ public:
+  ColumnParallelLinear(ProcessGroup& tp, const ColumnParallelOptions& options, int64_t max_tokens);
+
+  int64_t in_features() const { return options_.in_features; }
+  int64_t out_features() const { return options_.out_features; }
+  int64_t out_features_per_partition() const { return out_per_partition_; }
+
+  // out (N, out_per_partition), or (N, out_features) with gather_output; inp (N, in)
+  void forward(float* out, const float* inp, int64_t N);
+  // dinp (N, in) is written (not accumulated) with the group-summed input gradient;
+  // weight.grad (out_pp, in) += dout_i^T inp; bias.grad (out_pp) += column sums of dout_i.
+  // dout is (N, out_pp), or (N, out_features) with gather_output (this rank's columns are read in place).
+  void backward(float* dinp, const float* dout, const float* inp, int64_t N);
+
+  Parameter weight;  // local (out_pp, in)
+  Parameter bias;    // local (out_pp); empty tensor when options.bias is false
+
+  void collect_parameters(std::vector<Parameter*>& out);
+
+ private:
+  ProcessGroup& tp_;
+  ColumnParallelOptions options_;
+  int64_t out_per_partition_ = 0;
+  int64_t max_tokens_ = 0;
+  Tensor gather_scratch_;  // (t, max_tokens, out_pp) for gather_output
+  Tensor local_out_;       // (max_tokens, out_pp) for gather_output
+};
+
+}  // namespace tensorpar

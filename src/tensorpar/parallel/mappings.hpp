@@ -1,0 +1,27 @@
+// Megatron's conjugate communication operators, as explicit forward/backward pairs.
+//   f = copy_to_tp:     forward identity,       backward all-reduce
+//   g = reduce_from_tp: forward all-reduce,     backward identity
+//   gather_from_tp:     forward all-gather along the last dim, backward keep own slice
+//   scatter_to_tp:      forward keep own slice, backward all-gather along the last dim
+// The identity halves need no call; they are listed so every layer reads as the paper's diagram.
+#pragma once
+#include <span>
+
+#include "tensorpar/comm/process_group.hpp"
+
+namespace tensorpar {
+
+// f backward: sum the partial input gradients of the group, in place.
+inline void copy_to_tp_backward(ProcessGroup& tp, std::span<float> grad) { tp.all_reduce(grad); }
+// f backward, non-blocking: the caller overlaps it with the weight-gradient GEMM and waits.
+inline Work copy_to_tp_backward_async(ProcessGroup& tp, std::span<float> grad) { return tp.all_reduce_async(grad); }
+// g forward: sum the partial outputs of the group, in place.
+inline void reduce_from_tp_forward(ProcessGroup& tp, std::span<float> x) { tp.all_reduce(x); }
+
+// gather_from_tp forward: out (N, C*t) = concat over ranks along the last dim of in (N, C).
+// scratch holds N*C*t floats (allocated once by the caller).
+void gather_from_tp_forward(ProcessGroup& tp, float* out, const float* in, int64_t N, int64_t C, float* scratch);
+// gather_from_tp backward (= scatter_to_tp forward) keeps this rank's column slice of dout (N, C*t):
+// layers read it in place as a strided view (row stride C*t, offset rank*C), with no copy.
+
+}  // namespace tensorpar

@@ -1,0 +1,73 @@
+#include "tensorpar/parallel/parallel_mlp.hpp"
+
+#include "tensorpar/kernels/activations.hpp"
+
+namespace tensorpar {
+
+namespace {
+
+ColumnParallelOptions fc_options(const MlpOptions& o) {
+  ColumnParallelOptions c;
+  c.name = o.fc_name;
+  c.in_features = o.hidden;
+  c.bias = o.bias;
+  c.seed = o.seed;
+  c.init_std = o.init_std;
+  if (o.activation == MlpActivation::SwiGLU) {
+    c.out_features = 2 * o.ffn_hidden;
+    c.segments = {o.ffn_hidden, o.ffn_hidden};  // [gate | up], each split over the group
+  } else {
+    c.out_features = o.ffn_hidden;
+  }
+  return c;
+}
+
+RowParallelOptions proj_options(const MlpOptions& o) {
+  RowParallelOptions r;
+  r.name = o.proj_name;
+  r.in_features = o.ffn_hidden;
+  r.out_features = o.hidden;
+  r.bias = o.bias;
+  r.seed = o.seed;
+  r.init_std = o.proj_init_std;
+  return r;
+}
+
+}  // namespace
+
+ParallelMLP::ParallelMLP(ProcessGroup& tp, const MlpOptions& options, int64_t max_tokens)
+    : fc(tp, fc_options(options), max_tokens), proj(tp, proj_options(options), max_tokens), options_(options) {
+  ffn_per_partition_ = proj.in_features_per_partition();
+  const int64_t fc_cols = fc.out_features_per_partition();
+  pre_ = Tensor({max_tokens, fc_cols});
+  dpre_ = Tensor({max_tokens, fc_cols});
+  act_ = Tensor({max_tokens, ffn_per_partition_});
+  dact_ = Tensor({max_tokens, ffn_per_partition_});
+}
+
+void ParallelMLP::collect_parameters(std::vector<Parameter*>& out) {
+  fc.collect_parameters(out);
+  proj.collect_parameters(out);
+}
+
+void ParallelMLP::forward(float* out, const float* inp, int64_t N) {
+  const int64_t f = ffn_per_partition_;
+  fc.forward(pre_.f32(), inp, N);  // no communication
+  if (options_.activation == MlpActivation::Gelu)
+    gelu_forward(act_.f32(), pre_.f32(), N * f);
+  else
+    swiglu_forward(act_.f32(), pre_.f32(), pre_.f32() + f, N, f, 2 * f);
+  proj.forward(out, act_.f32(), N);  // the one all-reduce
+}
+
+void ParallelMLP::backward(float* dinp, const float* dout, const float* inp, int64_t N) {
+  const int64_t f = ffn_per_partition_;
+  proj.backward(dact_.f32(), dout, act_.f32(), N);  // no communication
+  if (options_.activation == MlpActivation::Gelu)
+    gelu_backward(dpre_.f32(), dact_.f32(), pre_.f32(), N * f);
+  else
+    swiglu_backward(dpre_.f32(), dpre_.f32() + f, dact_.f32(), pre_.f32(), pre_.f32() + f, N, f, 2 * f);
+  fc.backward(dinp, dpre_.f32(), inp, N);  // the one all-reduce
+}
+
+}  // namespace tensorpar

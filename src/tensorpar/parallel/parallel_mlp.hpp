@@ -1,0 +1,55 @@
+// ParallelMLP: column-parallel → activation applied locally → row-parallel. The hidden activation
+// stays sharded, so the whole MLP costs exactly one all-reduce forward (in the row-parallel layer)
+// and one backward (in the column-parallel layer).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tensorpar/comm/process_group.hpp"
+#include "tensorpar/parallel/column_parallel_linear.hpp"
+#include "tensorpar/parallel/row_parallel_linear.hpp"
+
+namespace tensorpar {
+
+enum class MlpActivation {
+  Gelu,   // GPT-2: proj(gelu_tanh(fc(x)))
+  SwiGLU  // Llama: down(silu(gate(x)) * up(x)); gate and up fused into one column-parallel GEMM
+};
+
+struct MlpOptions {
+  std::string fc_name;    // "h.0.mlp.c_fc"; for SwiGLU the fused gate|up projection
+  std::string proj_name;  // "h.0.mlp.c_proj"
+  int64_t hidden = 0;
+  int64_t ffn_hidden = 0;  // 4*hidden for GPT-2
+  MlpActivation activation = MlpActivation::Gelu;
+  bool bias = true;
+  uint64_t seed = 0;
+  float init_std = 0.02f;
+  float proj_init_std = 0.02f;  // GPT-2 scales residual projections by 1/sqrt(2*layers)
+};
+
+class ParallelMLP {
+ public:
+  ParallelMLP(ProcessGroup& tp, const MlpOptions& options, int64_t max_tokens);
+
+  // out (N, hidden) = MLP(inp (N, hidden)); out is whole on every rank.
+  void forward(float* out, const float* inp, int64_t N);
+  // dinp (N, hidden) written with the whole input gradient; parameter gradients accumulate.
+  void backward(float* dinp, const float* dout, const float* inp, int64_t N);
+
+  void collect_parameters(std::vector<Parameter*>& out);
+
+  ColumnParallelLinear fc;
+  RowParallelLinear proj;
+
+ private:
+  MlpOptions options_;
+  int64_t ffn_per_partition_ = 0;
+  Tensor pre_;   // (max_tokens, ffn_pp) or (max_tokens, 2*ffn_pp) for SwiGLU: fc output, kept for backward
+  Tensor act_;   // (max_tokens, ffn_pp): activation output = proj input, kept for backward
+  Tensor dact_;  // (max_tokens, ffn_pp)
+  Tensor dpre_;  // like pre_
+};
+
+}  // namespace tensorpar

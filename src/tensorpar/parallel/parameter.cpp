@@ -1,0 +1,69 @@
+#include "tensorpar/parallel/parameter.hpp"
+
+#include <algorithm>
+
+#include "tensorpar/core/divide.hpp"
+#include "tensorpar/core/rng.hpp"
+
+namespace tensorpar {
+
+int64_t Parameter::global_index(int64_t local_flat) const {
+  if (replicated()) return local_flat;
+  const Shape& local = value.shape();
+  // strides of the local and global tensors around the shard dimension
+  int64_t inner = 1;
+  for (size_t d = size_t(shard_dim) + 1; d < local.size(); ++d) inner *= local[d];
+  const int64_t local_dim = local[size_t(shard_dim)], global_dim = global_shape[size_t(shard_dim)];
+  const int64_t outer = local_flat / (local_dim * inner);
+  const int64_t along = local_flat / inner % local_dim;
+  const int64_t within = local_flat % inner;
+  for (const ShardBlock& b : blocks) {
+    if (along >= b.local_start && along < b.local_start + b.length)
+      return (outer * global_dim + b.global_start + (along - b.local_start)) * inner + within;
+  }
+  throw Error(fmt::format("parameter {}: local index {} is outside every shard block", name, along));
+}
+
+Parameter make_replicated(std::string name, Shape shape, int group_size, bool weight_decay) {
+  Parameter p;
+  p.name = std::move(name);
+  p.global_shape = shape;
+  p.replicas = group_size;
+  p.weight_decay = weight_decay;
+  p.value = Tensor(shape);
+  p.grad = Tensor(shape);
+  return p;
+}
+
+Parameter make_sharded(std::string name, Shape global_shape, int dim, const std::vector<int64_t>& segments,
+                       int part, int parts, bool weight_decay) {
+  Parameter p;
+  p.name = std::move(name);
+  int64_t total = 0, local_start = 0;
+  for (int64_t segment : segments) {
+    const int64_t per_partition = divide(segment, parts, fmt::format("{}: dimension {} of size", p.name, dim));
+    p.blocks.push_back({local_start, total + part * per_partition, per_partition});
+    local_start += per_partition;
+    total += segment;
+  }
+  TP_CHECK_EQ(total, global_shape.at(size_t(dim)), fmt::format("segments of {}", p.name));
+  Shape local = global_shape;
+  local[size_t(dim)] = local_start;
+  p.global_shape = std::move(global_shape);
+  p.shard_dim = dim;
+  p.replicas = 1;
+  p.weight_decay = weight_decay;
+  p.value = Tensor(local);
+  p.grad = Tensor(local);
+  return p;
+}
+
+void init_normal(Parameter& p, uint64_t seed, float std) {
+  const PhiloxKey key = philox_key(seed, p.name);
+  float* v = p.value.f32();
+  for (int64_t i = 0; i < p.value.numel(); ++i) v[i] = std * philox_normal(key, uint64_t(p.global_index(i)));
+}
+
+void init_constant(Parameter& p, float value) { std::fill_n(p.value.f32(), p.value.numel(), value); }
+
+}  // namespace tensorpar

@@ -1,0 +1,47 @@
+// Parameter: one (possibly sharded) weight of a model, with its gradient, and the map from the
+// rank's local slice to the tensor it is a slice of at TP=1 (the "global" tensor). The map drives
+// TP-invariant initialisation, checkpoint loading/saving at any TP degree and the gradient norm.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "tensorpar/core/tensor.hpp"
+
+namespace tensorpar {
+
+// Along the shard dimension, local indices [local_start, local_start + length) hold global indices
+// [global_start, global_start + length).
+struct ShardBlock {
+  int64_t local_start = 0, global_start = 0, length = 0;
+};
+
+struct Parameter {
+  std::string name;                // Hugging Face style, e.g. "h.0.attn.c_attn.weight"
+  Shape global_shape;              // the whole tensor, as at TP=1 ([out, in] for linear weights)
+  int shard_dim = -1;              // -1: every rank holds the whole tensor
+  std::vector<ShardBlock> blocks;  // along shard_dim; empty when replicated
+  int replicas = 1;                // how many ranks of the group hold each element (tp when replicated)
+  bool weight_decay = false;       // AdamW decays 2-D weights only
+  Tensor value;                    // local shape
+  Tensor grad;                     // local shape, accumulated by backward, cleared by zero_grad
+
+  bool replicated() const { return shard_dim < 0; }
+  const Shape& local_shape() const { return value.shape(); }
+  // Global flat (row-major) index of local flat index i.
+  int64_t global_index(int64_t local_flat) const;
+};
+
+// A parameter every rank of a group of `group_size` holds whole.
+Parameter make_replicated(std::string name, Shape shape, int group_size, bool weight_decay);
+// A parameter whose dimension `dim` is the concatenation of `segments` (sizes at TP=1; one segment
+// for a plain split, [q, k, v] for a fused projection), each segment split evenly over `parts`
+// ranks; this rank (`part`) holds its slice of every segment, in segment order.
+Parameter make_sharded(std::string name, Shape global_shape, int dim, const std::vector<int64_t>& segments,
+                       int part, int parts, bool weight_decay);
+
+// Initialisation keyed by (seed, name, global index): bit-identical at every TP degree, and a rank
+// only ever generates the elements it holds.
+void init_normal(Parameter& p, uint64_t seed, float std);
+void init_constant(Parameter& p, float value);
+
+}  // namespace tensorpar

@@ -1,0 +1,55 @@
+#include "tensorpar/parallel/row_parallel_linear.hpp"
+
+#include "tensorpar/kernels/elementwise.hpp"
+#include "tensorpar/kernels/gemm.hpp"
+#include "tensorpar/parallel/mappings.hpp"
+
+namespace tensorpar {
+
+RowParallelLinear::RowParallelLinear(ProcessGroup& tp, const RowParallelOptions& options, int64_t max_tokens)
+    : tp_(tp), options_(options), max_tokens_(max_tokens) {
+  weight = make_sharded(options_.name + ".weight", {options_.out_features, options_.in_features}, 1,
+                        {options_.in_features}, tp.rank(), tp.size(), /*weight_decay=*/true);
+  in_per_partition_ = weight.value.dim(1);
+  init_normal(weight, options_.seed, options_.init_std);
+  if (options_.bias) bias = make_replicated(options_.name + ".bias", {options_.out_features}, tp.size(), false);
+  if (!options_.input_is_parallel && tp.size() > 1) {
+    dinp_local_ = Tensor({max_tokens, in_per_partition_});
+    gather_scratch_ = Tensor({tp.size(), max_tokens, in_per_partition_});
+  }
+}
+
+void RowParallelLinear::collect_parameters(std::vector<Parameter*>& out) {
+  out.push_back(&weight);
+  if (options_.bias) out.push_back(&bias);
+}
+
+void RowParallelLinear::forward(float* out, const float* inp, int64_t N) {
+  TP_CHECK(N <= max_tokens_, ShapeError, "{}: {} tokens exceed the {} this layer was sized for", options_.name, N,
+           max_tokens_);
+  const int64_t in_pp = in_per_partition_, out_f = options_.out_features;
+  // scatter_to_tp forward when the input is whole: read this rank's columns in place
+  const bool split_input = !options_.input_is_parallel && tp_.size() > 1;
+  const float* x = split_input ? inp + int64_t(tp_.rank()) * in_pp : inp;
+  const int64_t ld_x = split_input ? options_.in_features : in_pp;
+  // partial Y (N, out) = X_i (N, in_pp) · A_i^T, A_i (out, in_pp)
+  gemm(Trans::No, Trans::Yes, N, out_f, in_pp, 1.0f, x, ld_x, weight.value.f32(), in_pp, 0.0f, out, out_f);
+  reduce_from_tp_forward(tp_, std::span<float>(out, size_t(N * out_f)));
+  if (options_.bias) add_bias(out, bias.value.f32(), N, out_f);  // once, after the reduction
+}
+
+void RowParallelLinear::backward(float* dinp, const float* dout, const float* inp, int64_t N) {
+  const int64_t in_pp = in_per_partition_, out_f = options_.out_features;
+  const bool split_input = !options_.input_is_parallel && tp_.size() > 1;
+  const float* x = split_input ? inp + int64_t(tp_.rank()) * in_pp : inp;
+  const int64_t ld_x = split_input ? options_.in_features : in_pp;
+  float* dx = split_input ? dinp_local_.f32() : dinp;
+  // dX_i (N, in_pp) = dY (N, out) · A_i (out, in_pp): no communication (g backward is the identity)
+  gemm(Trans::No, Trans::No, N, in_pp, out_f, 1.0f, dout, out_f, weight.value.f32(), in_pp, 0.0f, dx, in_pp);
+  // dA_i (out, in_pp) += dY^T (out, N) · X_i (N, in_pp)
+  gemm(Trans::Yes, Trans::No, out_f, in_pp, N, 1.0f, dout, out_f, x, ld_x, 1.0f, weight.grad.f32(), in_pp);
+  if (options_.bias) bias_backward(bias.grad.f32(), dout, N, out_f);
+  if (split_input) gather_from_tp_forward(tp_, dinp, dx, N, in_pp, gather_scratch_.f32());
+}
+
+}  // namespace tensorpar

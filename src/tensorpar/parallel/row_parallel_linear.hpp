@@ -1,0 +1,52 @@
+// RowParallelLinear: Y = X A^T + b with A [out, in] split by input columns across the group. X
+// arrives split (X_i, the output of a column-parallel layer), rank i computes the partial sum
+// X_i A_i^T, the forward all-reduces the partial sums (Megatron's g operator) and then adds the bias
+// once. Backward needs no communication: dX_i = dY A_i.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tensorpar/comm/process_group.hpp"
+#include "tensorpar/parallel/parameter.hpp"
+
+namespace tensorpar {
+
+struct RowParallelOptions {
+  std::string name;
+  int64_t in_features = 0;
+  int64_t out_features = 0;
+  bool bias = true;
+  bool input_is_parallel = true;  // false: X is whole on every rank and each rank reads its columns
+  uint64_t seed = 0;
+  float init_std = 0.02f;
+};
+
+class RowParallelLinear {
+ public:
+  RowParallelLinear(ProcessGroup& tp, const RowParallelOptions& options, int64_t max_tokens);
+
+  int64_t in_features() const { return options_.in_features; }
+  int64_t out_features() const { return options_.out_features; }
+  int64_t in_features_per_partition() const { return in_per_partition_; }
+
+  // out (N, out) = all-reduce(X_i A_i^T) + b; inp (N, in_pp), or (N, in) when !input_is_parallel
+  void forward(float* out, const float* inp, int64_t N);
+  // dinp (N, in_pp) written (or (N, in) all-gathered when !input_is_parallel); weight.grad (out, in_pp)
+  // += dout^T X_i; bias.grad += column sums of dout (identical on every rank: dout is).
+  void backward(float* dinp, const float* dout, const float* inp, int64_t N);
+
+  Parameter weight;  // local (out, in_pp)
+  Parameter bias;    // replicated (out)
+
+  void collect_parameters(std::vector<Parameter*>& out);
+
+ private:
+  ProcessGroup& tp_;
+  RowParallelOptions options_;
+  int64_t in_per_partition_ = 0;
+  int64_t max_tokens_ = 0;
+  Tensor dinp_local_, gather_scratch_;  // only when !input_is_parallel
+};
+
+}  // namespace tensorpar
