@@ -1,0 +1,63 @@
+#include "tensorpar/kernels/cross_entropy.hpp"
+
+#include <cmath>
+
+#include "tensorpar/core/error.hpp"
+#include "tensorpar/kernels/vec_math.hpp"
+
+namespace tensorpar {
+namespace {
+
+void check_args(const int32_t* targets, int64_t N, int64_t V, int64_t ld, const char* who) {
+  TP_CHECK(N >= 0 && V > 0 && ld >= V, ShapeError, "{}: need N >= 0, V > 0 and ld >= V; got N={} V={} ld={}", who, N,
+           V, ld);
+  for (int64_t n = 0; n < N; ++n)
+    TP_CHECK(targets[n] >= 0 && targets[n] < V, ShapeError,
+             "{}: target {} of row {} is outside the vocabulary [0, {}); check the tokenizer/vocab size", who,
+             targets[n], n, V);
+}
+
+// log(sum_j exp(x_j)) over x (V), max-shifted.
+inline float logsumexp(const float* x, int64_t V) {
+  float m = x[0];
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < V; ++j) m = x[j] > m ? x[j] : m;
+  float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < V; ++j) s += detail::exp_approx(x[j] - m);
+  return m + std::log(s);
+}
+
+}  // namespace
+
+float cross_entropy_forward(float* losses, const float* logits, int64_t ld, const int32_t* targets, int64_t N,
+                            int64_t V) {
+  check_args(targets, N, V, ld, "cross_entropy_forward");
+  double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total) if (N * V >= (1 << 16))
+  for (int64_t n = 0; n < N; ++n) {
+    const float* x = logits + n * ld;
+    losses[n] = logsumexp(x, V) - x[targets[n]];
+    total += losses[n];
+  }
+  return N > 0 ? float(total / double(N)) : 0.0f;
+}
+
+void cross_entropy_backward(float* dlogits, const float* logits, int64_t ld, const int32_t* targets, int64_t N,
+                            int64_t V, float dloss) {
+  check_args(targets, N, V, ld, "cross_entropy_backward");
+#pragma omp parallel for schedule(static) if (N * V >= (1 << 16))
+  for (int64_t n = 0; n < N; ++n) {
+    const float* x = logits + n * ld;
+    float* dx = dlogits + n * ld;
+    const int64_t t = targets[n];
+    const float lse = logsumexp(x, V);
+    const float xt = x[t];  // read before the row is overwritten (dlogits may alias logits)
+#pragma omp simd
+    for (int64_t j = 0; j < V; ++j) dx[j] = detail::exp_approx(x[j] - lse) * dloss;
+    dx[t] = (detail::exp_approx(xt - lse) - 1.0f) * dloss;
+    for (int64_t j = V; j < ld; ++j) dx[j] = 0.0f;
+  }
+}
+
+}  // namespace tensorpar
