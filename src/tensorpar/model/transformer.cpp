@@ -1,0 +1,220 @@
+#include "tensorpar/model/transformer.hpp"
+
+#include <cmath>
+#include <cstring>
+
+#include "tensorpar/kernels/elementwise.hpp"
+
+namespace tensorpar {
+
+namespace {
+
+struct Names {
+  std::string embedding, norm1, qkv, attn_proj, norm2, fc, mlp_proj, final_norm;
+};
+
+Names names(ModelFamily family, int64_t layer) {
+  if (family == ModelFamily::Gpt2) {
+    const std::string h = fmt::format("h.{}.", layer);
+    return {"wte", h + "ln_1", h + "attn.c_attn", h + "attn.c_proj", h + "ln_2", h + "mlp.c_fc", h + "mlp.c_proj",
+            "ln_f"};
+  }
+  const std::string l = fmt::format("model.layers.{}.", layer);
+  return {"model.embed_tokens",     l + "input_layernorm",  l + "self_attn.qkv_proj", l + "self_attn.o_proj",
+          l + "post_attention_layernorm", l + "mlp.gate_up_proj", l + "mlp.down_proj", "model.norm"};
+}
+
+}  // namespace
+
+struct TransformerLM::Block {
+  Norm norm1;
+  ParallelAttention attention;
+  Norm norm2;
+  ParallelMLP mlp;
+  Tensor norm1_out, mid, norm2_out;  // (B*T, hidden): mid = residual after attention
+
+  static AttentionOptions attention_options(const ModelConfig& c, const Names& n, uint64_t seed, float proj_std) {
+    AttentionOptions o;
+    o.qkv_name = n.qkv;
+    o.proj_name = n.attn_proj;
+    o.hidden = c.hidden;
+    o.n_heads = c.heads;
+    o.n_kv_heads = c.kv_heads_or_heads();
+    o.bias = c.has_bias();
+    o.rope = c.family == ModelFamily::Llama;
+    o.rope_theta = c.rope_theta;
+    o.max_positions = c.max_seq;
+    o.seed = seed;
+    o.proj_init_std = proj_std;
+    return o;
+  }
+  static MlpOptions mlp_options(const ModelConfig& c, const Names& n, uint64_t seed, float proj_std) {
+    MlpOptions o;
+    o.fc_name = n.fc;
+    o.proj_name = n.mlp_proj;
+    o.hidden = c.hidden;
+    o.ffn_hidden = c.ffn_or_default();
+    o.activation = c.family == ModelFamily::Gpt2 ? MlpActivation::Gelu : MlpActivation::SwiGLU;
+    o.bias = c.has_bias();
+    o.seed = seed;
+    o.proj_init_std = proj_std;
+    return o;
+  }
+
+  Block(ProcessGroup& tp, const ModelConfig& c, int64_t layer, int64_t B, int64_t T, uint64_t seed)
+      : Block(tp, c, names(c.family, layer), B, T, seed,
+              0.02f / std::sqrt(2.0f * float(c.layers))) {}  // GPT-2's scaled residual projections
+  Block(ProcessGroup& tp, const ModelConfig& c, const Names& n, int64_t B, int64_t T, uint64_t seed, float proj_std)
+      : norm1(c.family == ModelFamily::Gpt2 ? NormKind::LayerNorm : NormKind::RMSNorm, n.norm1, c.hidden, c.norm_eps,
+              tp.size(), B * T),
+        attention(tp, attention_options(c, n, seed, proj_std), B, T),
+        norm2(c.family == ModelFamily::Gpt2 ? NormKind::LayerNorm : NormKind::RMSNorm, n.norm2, c.hidden, c.norm_eps,
+              tp.size(), B * T),
+        mlp(tp, mlp_options(c, n, seed, proj_std), B * T),
+        norm1_out({B * T, c.hidden}),
+        mid({B * T, c.hidden}),
+        norm2_out({B * T, c.hidden}) {}
+
+  // out = x + attn(norm1(x)) + mlp(norm2(...))
+  void forward(float* out, const float* x, int64_t B, int64_t T) {
+    const int64_t N = B * T, C = norm1_out.dim(1);
+    norm1.forward(norm1_out.f32(), x, N);
+    attention.forward(mid.f32(), norm1_out.f32(), B, T);
+    add_inplace(mid.f32(), x, N * C);
+    norm2.forward(norm2_out.f32(), mid.f32(), N);
+    mlp.forward(out, norm2_out.f32(), N);
+    add_inplace(out, mid.f32(), N * C);
+  }
+  // grad (N, C): gradient wrt this block's output on entry, wrt its input on return.
+  void backward(float* grad, float* grad_norm, const float* x, int64_t B, int64_t T) {
+    const int64_t N = B * T;
+    mlp.backward(grad_norm, grad, norm2_out.f32(), N);
+    norm2.backward(grad, grad_norm, mid.f32(), N);  // grad += : now wrt mid (residual path kept)
+    attention.backward(grad_norm, grad, norm1_out.f32(), B, T);
+    norm1.backward(grad, grad_norm, x, N);  // grad += : now wrt x
+  }
+  void collect_parameters(std::vector<Parameter*>& out) {
+    norm1.collect_parameters(out);
+    attention.collect_parameters(out);
+    norm2.collect_parameters(out);
+    mlp.collect_parameters(out);
+  }
+};
+
+TransformerLM::TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_t batch, int64_t seq, uint64_t seed)
+    : tp_(tp),
+      config_((config.validate(tp.size()), config)),
+      batch_(batch),
+      seq_(seq),
+      embedding_(tp, {names(config.family, 0).embedding, config.vocab_size, config.hidden, seed, 0.02f}),
+      final_norm_(config.family == ModelFamily::Gpt2 ? NormKind::LayerNorm : NormKind::RMSNorm,
+                  names(config.family, 0).final_norm, config.hidden, config.norm_eps, tp.size(), batch * seq) {
+  TP_CHECK(seq >= 1 && seq <= config.max_seq, ConfigError,
+           "sequence length {} must be between 1 and the model's maximum of {} positions", seq, config.max_seq);
+  TP_CHECK(batch >= 1, ConfigError, "batch size must be at least 1 (got {})", batch);
+  const int64_t N = batch * seq, C = config.hidden;
+  parameters_.push_back(&embedding_.weight);
+  if (config.family == ModelFamily::Gpt2) {
+    position_ = make_replicated("wpe.weight", {config.max_seq, C}, tp.size(), true);
+    init_normal(position_, seed, 0.02f);
+    parameters_.push_back(&position_);
+  }
+  for (int64_t l = 0; l < config.layers; ++l) {
+    blocks_.push_back(std::make_unique<Block>(tp, config, l, batch, seq, seed));
+    blocks_.back()->collect_parameters(parameters_);
+  }
+  final_norm_.collect_parameters(parameters_);
+  const VocabShard shard{embedding_.vocab_start(), embedding_.vocab_end() - embedding_.vocab_start(),
+                         config.vocab_size};
+  Parameter* head = &embedding_.weight;
+  if (!config.tie_embeddings) {
+    VocabParallelEmbedding untied(tp, {"lm_head", config.vocab_size, C, seed, 0.02f});
+    lm_head_weight_ = std::move(untied.weight);
+    head = &lm_head_weight_;
+    parameters_.push_back(head);
+  }
+  lm_head_ = std::make_unique<ParallelLmHead>(tp, *head, shard, N);
+  residuals_ = Tensor({config.layers + 1, N, C});
+  final_out_ = Tensor({N, C});
+  losses_ = Tensor({N});
+  grad_ = Tensor({N, C});
+  grad_norm_ = Tensor({N, C});
+}
+
+TransformerLM::~TransformerLM() = default;
+
+Parameter& TransformerLM::parameter(const std::string& name) {
+  for (Parameter* p : parameters_)
+    if (p->name == name) return *p;
+  throw Error(fmt::format("model has no parameter named '{}'", name));
+}
+
+void TransformerLM::zero_grad() {
+  for (Parameter* p : parameters_) p->grad.zero();
+}
+
+void TransformerLM::embed(const int32_t* tokens, int64_t B, int64_t T) {
+  const int64_t C = config_.hidden;
+  float* x0 = residuals_.f32();
+  embedding_.forward(x0, tokens, B * T);
+  if (config_.family == ModelFamily::Gpt2)
+    for (int64_t b = 0; b < B; ++b) add_inplace(x0 + b * T * C, position_.value.f32(), T * C);
+}
+
+void TransformerLM::run_blocks(int64_t B, int64_t T) {
+  const int64_t NC = B * T * config_.hidden;
+  for (size_t l = 0; l < blocks_.size(); ++l)
+    blocks_[l]->forward(residuals_.f32() + (l + 1) * NC, residuals_.f32() + l * NC, B, T);
+  final_norm_.forward(final_out_.f32(), residuals_.f32() + blocks_.size() * NC, B * T);
+}
+
+float TransformerLM::forward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T) {
+  TP_CHECK(B <= batch_ && T <= seq_ && B * T <= batch_ * seq_, ShapeError,
+           "batch {} x sequence {} exceeds the {} x {} the model was built for", B, T, batch_, seq_);
+  // residual stream rows of a smaller batch are packed with stride T, so the buffers stay valid
+  embed(tokens, B, T);
+  run_blocks(B, T);
+  last_tokens_ = B * T;
+  return lm_head_->forward(losses_.f32(), final_out_.f32(), targets, B * T);
+}
+
+void TransformerLM::backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, float loss_scale) {
+  const int64_t N = B * T, C = config_.hidden, NC = N * C;
+  float* grad = grad_.f32();
+  float* grad_norm = grad_norm_.f32();
+  lm_head_->backward(grad_norm, final_out_.f32(), targets, N, loss_scale / float(N));
+  grad_.zero();
+  final_norm_.backward(grad, grad_norm, residuals_.f32() + blocks_.size() * NC, N);
+  for (size_t l = blocks_.size(); l-- > 0;) blocks_[l]->backward(grad, grad_norm, residuals_.f32() + l * NC, B, T);
+  embedding_.backward(grad, tokens, N);
+  if (config_.family == ModelFamily::Gpt2)
+    for (int64_t b = 0; b < B; ++b) add_inplace(position_.grad.f32(), grad + b * T * C, T * C);
+}
+
+void TransformerLM::last_logits(float* out, const int32_t* tokens, int64_t B, int64_t T) {
+  TP_CHECK(B <= batch_ && T <= seq_, ShapeError, "batch {} x sequence {} exceeds the {} x {} the model was built for",
+           B, T, batch_, seq_);
+  embed(tokens, B, T);
+  run_blocks(B, T);
+  const int64_t C = config_.hidden, V_local = lm_head_->shard().local_size, t = tp_.size();
+  if (logits_scratch_.numel() < B * V_local) {  // sized on first use, then reused
+    logits_scratch_ = Tensor({batch_, V_local + C});
+    gather_scratch_ = Tensor({t, batch_, V_local});
+  }
+  // the last position of each row, packed (B, C), then this rank's vocabulary columns (B, V_local)
+  float* last = logits_scratch_.f32() + batch_ * V_local;
+  for (int64_t b = 0; b < B; ++b)
+    std::memcpy(last + b * C, final_out_.f32() + ((b + 1) * T - 1) * C, size_t(C) * sizeof(float));
+  lm_head_->logits(logits_scratch_.f32(), last, B);
+  tp_.all_gather(std::span<float>(gather_scratch_.f32(), size_t(t * B * V_local)),
+                 std::span<const float>(logits_scratch_.f32(), size_t(B * V_local)));
+  const int64_t V = config_.vocab_size;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t r = 0; r < t; ++r) {
+      const int64_t first = r * V_local, count = std::min(V_local, V - first);
+      if (count > 0)
+        std::memcpy(out + b * V + first, gather_scratch_.f32() + (r * B + b) * V_local, size_t(count) * sizeof(float));
+    }
+}
+
+}  // namespace tensorpar

@@ -1,0 +1,71 @@
+// TransformerLM: a decoder-only language model (GPT-2 or Llama family) with every layer split over
+// the tensor-parallel group. The model owns its parameters, gradients and the activations its
+// backward needs, all allocated once at construction for a given (batch, seq).
+//
+// Per block and step the communication is exactly: attention 1 all-reduce forward + 1 backward,
+// MLP 1 + 1; plus the vocab-parallel embedding (1 forward) and loss (2 small forward, 1 backward).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "tensorpar/comm/process_group.hpp"
+#include "tensorpar/model/config.hpp"
+#include "tensorpar/model/norm.hpp"
+#include "tensorpar/parallel/parallel_attention.hpp"
+#include "tensorpar/parallel/parallel_lm_head.hpp"
+#include "tensorpar/parallel/parallel_mlp.hpp"
+#include "tensorpar/parallel/vocab_parallel_embedding.hpp"
+
+namespace tensorpar {
+
+class TransformerLM {
+ public:
+  // Collective: every rank of `tp` constructs the model with the same arguments.
+  TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_t batch, int64_t seq, uint64_t seed);
+  ~TransformerLM();
+
+  const ModelConfig& config() const { return config_; }
+  ProcessGroup& tp() { return tp_; }
+  int64_t batch() const { return batch_; }
+  int64_t seq() const { return seq_; }
+
+  // Mean next-token loss over B*T positions: tokens, targets (B, T). Keeps activations for backward.
+  float forward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T);
+  // Accumulates the gradients of loss_scale * (mean loss) into every parameter's grad.
+  void backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, float loss_scale = 1.0f);
+  // Logits over the real vocabulary at the last position of each row: out (B, vocab_size), whole on every rank.
+  void last_logits(float* out, const int32_t* tokens, int64_t B, int64_t T);
+
+  void zero_grad();
+  // Every parameter once, in a fixed order: embeddings, blocks, final norm (, untied LM head).
+  const std::vector<Parameter*>& parameters() const { return parameters_; }
+  Parameter& parameter(const std::string& name);
+  // Per-token losses of the last forward (B*T).
+  std::span<const float> losses() const { return {losses_.f32(), size_t(last_tokens_)}; }
+
+ private:
+  struct Block;
+  void embed(const int32_t* tokens, int64_t B, int64_t T);
+  void run_blocks(int64_t B, int64_t T);
+
+  ProcessGroup& tp_;
+  ModelConfig config_;
+  int64_t batch_ = 0, seq_ = 0, last_tokens_ = 0;
+  VocabParallelEmbedding embedding_;
+  Parameter position_;  // GPT-2 wpe, replicated (max_seq, hidden)
+  std::vector<std::unique_ptr<Block>> blocks_;
+  Norm final_norm_;
+  Parameter lm_head_weight_;  // untied Llama head (V_padded / t, hidden); empty when tied
+  std::unique_ptr<ParallelLmHead> lm_head_;
+  std::vector<Parameter*> parameters_;
+
+  Tensor residuals_;   // (layers + 1, B*T, hidden): the residual stream entering each block, and the output
+  Tensor final_out_;   // (B*T, hidden)
+  Tensor losses_;      // (B*T)
+  Tensor grad_;        // (B*T, hidden): gradient of the residual stream, updated in place block by block
+  Tensor grad_norm_;   // (B*T, hidden): gradient at a norm's output
+  Tensor logits_scratch_, gather_scratch_;  // last_logits
+};
+
+}  // namespace tensorpar

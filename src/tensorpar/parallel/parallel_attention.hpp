@@ -1,0 +1,66 @@
+// ParallelAttention: causal self-attention with the heads split across the group. The fused QKV
+// projection is column-parallel with segments [q | k | v], so each rank's slice holds exactly its own
+// heads of Q, K and V; attention runs locally per head; the output projection is row-parallel. One
+// all-reduce forward (output projection) and one backward (QKV input gradient). Grouped-query
+// attention splits the KV heads the same way. Optional RoPE (Llama) on q and k.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tensorpar/comm/process_group.hpp"
+#include "tensorpar/kernels/rope.hpp"
+#include "tensorpar/parallel/column_parallel_linear.hpp"
+#include "tensorpar/parallel/row_parallel_linear.hpp"
+
+namespace tensorpar {
+
+struct AttentionOptions {
+  std::string qkv_name;   // "h.0.attn.c_attn"
+  std::string proj_name;  // "h.0.attn.c_proj"
+  int64_t hidden = 0;
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;  // 0: same as n_heads
+  int64_t head_dim = 0;    // 0: hidden / n_heads
+  bool bias = true;
+  bool rope = false;
+  double rope_theta = 10000.0;
+  int64_t max_positions = 0;  // RoPE table size
+  uint64_t seed = 0;
+  float init_std = 0.02f;
+  float proj_init_std = 0.02f;
+};
+
+class ParallelAttention {
+ public:
+  ParallelAttention(ProcessGroup& tp, const AttentionOptions& options, int64_t batch, int64_t seq);
+
+  // out (B*T, hidden) whole; inp (B*T, hidden)
+  void forward(float* out, const float* inp, int64_t B, int64_t T);
+  // dinp (B*T, hidden) written, whole; parameter gradients accumulate.
+  void backward(float* dinp, const float* dout, const float* inp, int64_t B, int64_t T);
+
+  void collect_parameters(std::vector<Parameter*>& out);
+
+  int64_t heads_per_partition() const { return heads_pp_; }
+  int64_t kv_heads_per_partition() const { return kv_heads_pp_; }
+  int64_t head_dim() const { return head_dim_; }
+  const RopeTable* rope_table() const { return rope_.get(); }
+
+  ColumnParallelLinear qkv;
+  RowParallelLinear proj;
+
+ private:
+  static AttentionOptions resolved(const ProcessGroup& tp, AttentionOptions o);
+  AttentionOptions options_;
+  int64_t heads_pp_ = 0, kv_heads_pp_ = 0, head_dim_ = 0, max_tokens_ = 0;
+  std::unique_ptr<RopeTable> rope_;
+  Tensor qkv_out_;  // (B*T, (H_pp + 2 KV_pp) * hd): q, k (after RoPE), v
+  Tensor att_;      // (B*T, H_pp * hd): attention output = projection input
+  Tensor lse_;      // (B, H_pp, T)
+  Tensor datt_;     // (B*T, H_pp * hd)
+  Tensor dqkv_;     // like qkv_out_
+};
+
+}  // namespace tensorpar

@@ -1,0 +1,41 @@
+#include "tensorpar/parallel/parallel_lm_head.hpp"
+
+#include "tensorpar/kernels/gemm.hpp"
+#include "tensorpar/parallel/mappings.hpp"
+
+namespace tensorpar {
+
+ParallelLmHead::ParallelLmHead(ProcessGroup& tp, Parameter& weight, VocabShard shard, int64_t max_tokens)
+    : tp_(tp), weight_(weight), shard_(shard), hidden_(weight.value.dim(1)), max_tokens_(max_tokens) {
+  TP_CHECK_EQ(weight.value.dim(0), shard.local_size, "LM head rows");
+  logits_ = Tensor({max_tokens, shard.local_size});
+  row_max_ = Tensor({max_tokens});
+  row_sumexp_ = Tensor({max_tokens});
+}
+
+void ParallelLmHead::logits(float* out, const float* x, int64_t N) {
+  // (N, V_local) = x (N, h) · W_i^T, W_i (V_local, h)
+  gemm(Trans::No, Trans::Yes, N, shard_.local_size, hidden_, 1.0f, x, hidden_, weight_.value.f32(), hidden_, 0.0f,
+       out, shard_.local_size);
+}
+
+float ParallelLmHead::forward(float* losses, const float* x, const int32_t* targets, int64_t N) {
+  TP_CHECK(N <= max_tokens_, ShapeError, "LM head: {} tokens exceed the {} it was sized for", N, max_tokens_);
+  logits(logits_.f32(), x, N);
+  return vocab_parallel_cross_entropy_forward(tp_, losses, row_max_.f32(), row_sumexp_.f32(), logits_.f32(), targets,
+                                              N, shard_);
+}
+
+void ParallelLmHead::backward(float* dx, const float* x, const int32_t* targets, int64_t N, float dloss) {
+  float* dlogits = logits_.f32();  // in place: the logits are not needed after this
+  vocab_parallel_cross_entropy_backward(dlogits, dlogits, row_max_.f32(), row_sumexp_.f32(), targets, N, shard_, dloss);
+  const int64_t V = shard_.local_size;
+  // partial dx (N, h) = dlogits (N, V) · W_i (V, h), summed over the group
+  gemm(Trans::No, Trans::No, N, hidden_, V, 1.0f, dlogits, V, weight_.value.f32(), hidden_, 0.0f, dx, hidden_);
+  Work reduce = copy_to_tp_backward_async(tp_, std::span<float>(dx, size_t(N * hidden_)));
+  // dW_i (V, h) += dlogits^T (V, N) · x (N, h)
+  gemm(Trans::Yes, Trans::No, V, hidden_, N, 1.0f, dlogits, V, x, hidden_, 1.0f, weight_.grad.f32(), hidden_);
+  reduce.wait();
+}
+
+}  // namespace tensorpar

@@ -1,0 +1,36 @@
+// ParallelLmHead: logits_i = x W_i^T with W the vocab-parallel embedding table (tied weights, as
+// GPT-2) or an untied table of the same layout, followed by the vocab-parallel cross-entropy. The
+// logits stay sharded [N, V/t]; dx is all-reduced (f backward) while dW is computed.
+#pragma once
+#include <cstdint>
+
+#include "tensorpar/comm/process_group.hpp"
+#include "tensorpar/parallel/parameter.hpp"
+#include "tensorpar/parallel/vocab_parallel_cross_entropy.hpp"
+
+namespace tensorpar {
+
+class ParallelLmHead {
+ public:
+  // `weight` is (V_padded / t, hidden) holding vocabulary rows [shard.start, shard.start + local_size).
+  ParallelLmHead(ProcessGroup& tp, Parameter& weight, VocabShard shard, int64_t max_tokens);
+
+  // logits (N, local_size) of this rank's vocabulary columns for x (N, hidden).
+  void logits(float* out, const float* x, int64_t N);
+  // Mean loss over N tokens; losses (N) per token. Keeps the logits for backward.
+  float forward(float* losses, const float* x, const int32_t* targets, int64_t N);
+  // dx (N, hidden) written, whole; weight.grad += dlogits^T x; each token's loss weighs dloss.
+  void backward(float* dx, const float* x, const int32_t* targets, int64_t N, float dloss);
+
+  const VocabShard& shard() const { return shard_; }
+
+ private:
+  ProcessGroup& tp_;
+  Parameter& weight_;
+  VocabShard shard_;
+  int64_t hidden_ = 0, max_tokens_ = 0;
+  Tensor logits_;               // (max_tokens, local_size); becomes dlogits in backward
+  Tensor row_max_, row_sumexp_;  // (max_tokens)
+};
+
+}  // namespace tensorpar

@@ -1,0 +1,33 @@
+// AdamW over a model's parameters (decoupled weight decay, PyTorch semantics). Moments are f32,
+// allocated once per parameter at construction; only parameters marked weight_decay are decayed
+// (2-D weights, not norms or biases).
+#pragma once
+#include <vector>
+
+#include "tensorpar/parallel/parameter.hpp"
+
+namespace tensorpar {
+
+struct AdamWConfig {
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  float weight_decay = 0.1f;
+};
+
+class AdamW {
+ public:
+  AdamW(std::vector<Parameter*> parameters, const AdamWConfig& config);
+  // One update of every parameter from its grad with learning rate lr.
+  void step(float lr);
+  int64_t steps_taken() const { return step_; }
+  const AdamWConfig& config() const { return config_; }
+
+ private:
+  std::vector<Parameter*> parameters_;
+  AdamWConfig config_;
+  std::vector<Tensor> m_, v_;
+  int64_t step_ = 0;
+};
+
+}  // namespace tensorpar
