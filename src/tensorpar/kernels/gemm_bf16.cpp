@@ -1,0 +1,182 @@
+#include "tensorpar/kernels/gemm_bf16.hpp"
+
+#include <immintrin.h>
+
+#include <bit>
+#include <memory>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <unordered_map>
+
+#include "tensorpar/core/error.hpp"
+
+namespace tensorpar {
+
+namespace {
+
+// One CPU engine and one in-order stream for the process. oneDNN CPU primitives run on the OpenMP
+// threads of the calling thread; the stream only orders submissions, so sharing it is safe.
+struct Runtime {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+};
+Runtime& runtime() {
+  static Runtime r;
+  return r;
+}
+
+struct Key {
+  bool ta, tb;
+  int64_t M, N, K, lda, ldb, ldc;
+  uint32_t alpha_bits, beta_bits;  // bit patterns: -0.0f and NaN compare as the caller passed them
+  bool operator==(const Key&) const = default;
+};
+struct KeyHash {
+  size_t operator()(const Key& k) const {
+    uint64_t h = 0xcbf29ce484222325ull;
+    auto mix = [&h](uint64_t v) { h = (h ^ v) * 0x100000001b3ull; h ^= h >> 29; };
+    mix(uint64_t(k.ta) | uint64_t(k.tb) << 1);
+    for (int64_t v : {k.M, k.N, k.K, k.lda, k.ldb, k.ldc}) mix(uint64_t(v));
+    mix(uint64_t(k.alpha_bits) << 32 | k.beta_bits);
+    return size_t(h);
+  }
+};
+
+struct Entry {
+  dnnl::memory::desc a, b, c;
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul prim;
+};
+
+std::mutex g_cache_mutex;
+std::unordered_map<Key, std::shared_ptr<const Entry>, KeyHash> g_cache;
+
+using dt = dnnl::memory::data_type;
+
+// Strides express the transposes and leading dimensions, so oneDNN reads the caller's buffers as
+// they are (no packing copies on our side).
+std::shared_ptr<const Entry> make_entry(const Key& k, float alpha, float beta) {
+  auto e = std::make_shared<Entry>();
+  // op(A)[m,k] = A[m*lda + k] or, transposed, A[k*lda + m].
+  e->a = dnnl::memory::desc({k.M, k.K}, dt::bf16, k.ta ? dnnl::memory::dims{1, k.lda} : dnnl::memory::dims{k.lda, 1});
+  e->b = dnnl::memory::desc({k.K, k.N}, dt::bf16, k.tb ? dnnl::memory::dims{1, k.ldb} : dnnl::memory::dims{k.ldb, 1});
+  e->c = dnnl::memory::desc({k.M, k.N}, dt::f32, dnnl::memory::dims{k.ldc, 1});
+  dnnl::primitive_attr attr;
+  if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
+  if (beta != 0.0f) {
+    dnnl::post_ops ops;
+    ops.append_sum(beta);  // C = alpha*A*B + beta*C_old
+    attr.set_post_ops(ops);
+  }
+  e->pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(e->a, e->b, e->c), attr, runtime().engine);
+  e->prim = dnnl::matmul(e->pd);
+  return e;
+}
+
+std::shared_ptr<const Entry> lookup(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb,
+                                    int64_t ldc, float alpha, float beta) {
+  const Key key{ta == Trans::Yes, tb == Trans::Yes, M, N, K, lda, ldb, ldc, std::bit_cast<uint32_t>(alpha),
+                std::bit_cast<uint32_t>(beta)};
+  std::lock_guard lock(g_cache_mutex);
+  auto it = g_cache.find(key);
+  if (it != g_cache.end()) return it->second;
+  std::shared_ptr<const Entry> e;
+  try {
+    e = make_entry(key, alpha, beta);
+  } catch (const dnnl::error& err) {
+    throw Error(fmt::format("oneDNN bf16 matmul cannot be created for trans_a={} trans_b={} M={} N={} K={} lda={} "
+                            "ldb={} ldc={}: {}",
+                            key.ta, key.tb, M, N, K, lda, ldb, ldc, err.what()));
+  }
+  g_cache.emplace(key, e);
+  return e;
+}
+
+void check_args(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc) {
+  TP_CHECK(M >= 0 && N >= 0 && K >= 0, ShapeError, "gemm_bf16: negative size M={} N={} K={}", M, N, K);
+  const int64_t a_cols = ta == Trans::Yes ? M : K, b_cols = tb == Trans::Yes ? K : N;
+  TP_CHECK(lda >= std::max<int64_t>(1, a_cols), ShapeError, "gemm_bf16: lda={} is smaller than the {} columns of A",
+           lda, a_cols);
+  TP_CHECK(ldb >= std::max<int64_t>(1, b_cols), ShapeError, "gemm_bf16: ldb={} is smaller than the {} columns of B",
+           ldb, b_cols);
+  TP_CHECK(ldc >= std::max<int64_t>(1, N), ShapeError, "gemm_bf16: ldc={} is smaller than N={}", ldc, N);
+}
+
+bool has_avx512_bf16() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl");
+  }();
+  return has;
+}
+
+__attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl"))) void convert_f32_to_bf16_avx512(bf16* dst,
+                                                                                              const float* src,
+                                                                                              int64_t n) {
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    // Two 16-lane conversions packed into one 512-bit store.
+    const __m512bh v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + i + 16), _mm512_loadu_ps(src + i));
+    _mm512_storeu_si512(reinterpret_cast<void*>(dst + i), (__m512i)v);
+  }
+  for (; i < n; i += 16) {
+    const int64_t left = n - i;
+    const __mmask16 mask = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
+    const __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, src + i));
+    _mm256_mask_storeu_epi16(reinterpret_cast<void*>(dst + i), mask, (__m256i)v);
+  }
+}
+
+}  // namespace
+
+void gemm_bf16(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A,
+               int64_t lda, const bf16* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  check_args(trans_a, trans_b, M, N, K, lda, ldb, ldc);
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // oneDNN rejects empty reductions; the product is zero
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    return;
+  }
+  const std::shared_ptr<const Entry> e = lookup(trans_a, trans_b, M, N, K, lda, ldb, ldc, alpha, beta);
+  Runtime& rt = runtime();
+  // Wrapping user pointers in dnnl::memory costs a small allocation, negligible against the GEMM.
+  dnnl::memory a(e->a, rt.engine, const_cast<bf16*>(A));
+  dnnl::memory b(e->b, rt.engine, const_cast<bf16*>(B));
+  dnnl::memory c(e->c, rt.engine, C);
+  try {
+    e->prim.execute(rt.stream, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
+    rt.stream.wait();
+  } catch (const dnnl::error& err) {
+    throw Error(fmt::format("oneDNN bf16 matmul failed for M={} N={} K={}: {}", M, N, K, err.what()));
+  }
+}
+
+std::string gemm_bf16_impl_name(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, int64_t lda,
+                                int64_t ldb, int64_t ldc, float alpha, float beta) {
+  check_args(trans_a, trans_b, M, N, K, lda, ldb, ldc);
+  TP_CHECK(M > 0 && N > 0 && K > 0, ShapeError, "gemm_bf16_impl_name: empty problem M={} N={} K={}", M, N, K);
+  return lookup(trans_a, trans_b, M, N, K, lda, ldb, ldc, alpha, beta)->pd.impl_info_str();
+}
+
+int64_t gemm_bf16_cache_size() {
+  std::lock_guard lock(g_cache_mutex);
+  return int64_t(g_cache.size());
+}
+
+void convert_f32_to_bf16(bf16* dst, const float* src, int64_t n) {
+  if (n <= 0) return;
+  if (has_avx512_bf16()) {
+    convert_f32_to_bf16_avx512(dst, src, n);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) dst[i] = float_to_bf16(src[i]);
+}
+
+void convert_bf16_to_f32(float* dst, const bf16* src, int64_t n) {
+  // A shift: the compiler vectorises this (vpmovzxwd + vpslld) for whatever ISA we build for.
+  for (int64_t i = 0; i < n; ++i) dst[i] = std::bit_cast<float>(uint32_t(src[i].bits) << 16);
+}
+
+}  // namespace tensorpar

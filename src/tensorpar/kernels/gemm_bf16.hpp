@@ -1,0 +1,40 @@
+// Mixed-precision GEMM for bf16 training: bf16 operands, f32 accumulation and f32 output, plus the
+// f32 <-> bf16 conversions around it. Same row-major convention as gemm() in gemm.hpp:
+//   C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C
+// with op(A) = A (A is [M,K], leading dimension lda) or A^T (A is [K,M]); likewise for B.
+// Backed by the oneDNN matmul primitive (brgemm kernels with AVX512-BF16 / AMX where present); one
+// primitive per distinct (trans, sizes, leading dims, alpha, beta) is created on first use and
+// cached, so a training step re-creates nothing.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "tensorpar/core/bf16.hpp"
+#include "tensorpar/kernels/gemm.hpp"
+
+namespace tensorpar {
+
+// A: op(A) is [M,K]; B: op(B) is [K,N]; C: [M,N] (f32, leading dimension ldc).
+// Any alpha; any beta (beta != 0 becomes oneDNN's sum post-op, so C is read only then).
+// Thread-safe; uses the OpenMP threads of the calling thread (see set_num_threads).
+void gemm_bf16(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A,
+               int64_t lda, const bf16* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// Name of the oneDNN implementation gemm_bf16 uses for this problem (e.g. "brg:avx512_core_bf16"),
+// for benchmarks and logs: a "ref" or "gemm:ref" here means a slow fallback was chosen.
+std::string gemm_bf16_impl_name(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, int64_t lda,
+                                int64_t ldb, int64_t ldc, float alpha = 1.0f, float beta = 0.0f);
+
+// Number of primitives the gemm_bf16 cache holds (one per distinct problem seen so far).
+int64_t gemm_bf16_cache_size();
+
+// dst[i] = round-to-nearest-even bf16 of src[i]. With AVX512-BF16 this is vcvtneps2bf16, which
+// flushes f32 denormal inputs (|x| < 2^-126) to signed zero; the scalar fallback (float_to_bf16)
+// keeps them. All other values, including ties, Inf and NaN (quieted), convert identically.
+// dst: (n) src: (n)
+void convert_f32_to_bf16(bf16* dst, const float* src, int64_t n);
+
+// dst[i] = src[i] widened exactly. dst: (n) src: (n)
+void convert_bf16_to_f32(float* dst, const bf16* src, int64_t n);
+
+}  // namespace tensorpar
