@@ -46,11 +46,12 @@ for run, r in runs.items():
         _, lib, name, tr, dims, _ = b["name"].split("/")
         key = f"{name} {tr} {dims}"
         if key not in shapes: shapes.append(key)
-        cell[(lib, run, key)] = f'{b["GFLOP/s"]:6.1f} {b["%peak"]:5.1f}%'
+        cell[(lib, run, key)] = f'{b["GFLOP/s"]:5.0f} {b["%peak"]:3.0f}% ({b["%peak_best"]:3.0f}%)'
 for run, c in ctx.items():
     print(f'# {run}: peak f32 {c["peak_f32_gflops_per_core"]} GFLOP/s/core, bf16 {c["peak_bf16_gflops_per_core"]}; '
           f'load avg {c.get("load_avg", "?")}')
-print("# cells: GFLOP/s and % of the peak of the same data type measured in the same process")
+print("# cells: mean GFLOP/s, its % of the peak of the same data type measured in the same process,")
+print("#        and (in brackets) the % of peak of the fastest call, less sensitive to other load")
 w = max(len(s) for s in shapes)
 print(f'{"shape (M x N x K)":<{w}} | ' + " | ".join(f"{h:>24}" for _, _, h in cols))
 for s in shapes:
