@@ -4,6 +4,7 @@
 // finite differences on the serial layer; and the ConfigError for head counts a TP degree cannot split.
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <string>
 
 #include "slices.hpp"
@@ -24,6 +25,8 @@ struct Style {
   int64_t kv_heads;
   bool bias, rope;
 };
+void PrintTo(const Style& s, std::ostream* os) { *os << s.name; }  // gtest names the style on failure
+
 const Style kGpt2{"gpt2", kHeads, true, false};
 const Style kLlama{"llama_mha", kHeads, false, true};
 const Style kLlamaGqa{"llama_gqa", 4, false, true};  // 4 kv heads: TP 3 cannot split them
