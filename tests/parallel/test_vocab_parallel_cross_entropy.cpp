@@ -1,0 +1,136 @@
+// Vocabulary-parallel cross-entropy on each rank's column shard of a padded logits matrix against the
+// serial full-vocabulary cross_entropy_forward/backward (kernels/) on the real columns: per-token
+// losses, mean loss and dlogits; padding columns hold huge garbage and change nothing; two
+// all-reduces forward, none backward.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "slices.hpp"
+#include "tensorpar/kernels/cross_entropy.hpp"
+#include "tensorpar/parallel/vocab_parallel_cross_entropy.hpp"
+#include "tensorpar/parallel/vocab_parallel_embedding.hpp"
+#include "test_util.hpp"
+
+namespace tensorpar {
+namespace {
+
+using testing::all_close;
+using testing::columns;
+using testing::random_vector;
+
+constexpr int64_t kVocab = 300, kN = 7;
+// 0 and 299 (the first and last real class), and classes in every rank's slice at TP 1..4
+const std::vector<int32_t> kTargets = {0, 299, 128, 255, 256, 17, 140};
+
+struct Fixture {
+  int t, r;
+  int64_t padded, local;
+  VocabShard shard;
+  std::vector<float> full;  // (kN, padded): real logits, then garbage in the padding columns
+};
+
+Fixture make_fixture(const ProcessGroup& world, float garbage) {
+  Fixture f;
+  f.t = world.size();
+  f.r = world.rank();
+  f.padded = padded_vocab_size(kVocab, f.t);
+  f.local = f.padded / f.t;
+  f.shard = VocabShard{f.r * f.local, f.local, kVocab};
+  f.full = random_vector(size_t(kN * f.padded), 51, 4.0f);
+  for (int64_t n = 0; n < kN; ++n)
+    for (int64_t v = kVocab; v < f.padded; ++v)
+      f.full[size_t(n * f.padded + v)] = garbage * float(1 + (v % 3));  // would dominate max and sum if counted
+  // one logit larger than every other real one, on a row whose target is elsewhere: the max must
+  // come from another rank's shard at TP > 1
+  f.full[size_t(3 * f.padded + 10)] = 12.0f;
+  return f;
+}
+
+TEST(VocabParallelCrossEntropy, MatchesSerialOnRealColumnsWithGarbagePadding) {
+  ProcessGroup world = ProcessGroup::world();
+  const Fixture f = make_fixture(world, 1e4f);
+  ASSERT_EQ(int64_t(kTargets.size()), kN);
+
+  // serial reference: the kernel reads only the first kVocab of `padded` columns
+  std::vector<float> losses_ref(kN), dlogits_ref(f.full.size());
+  const float mean_ref = cross_entropy_forward(losses_ref.data(), f.full.data(), f.padded, kTargets.data(), kN, kVocab);
+  const float dloss = 1.0f / float(kN);  // d(mean)/d(loss_n)
+  cross_entropy_backward(dlogits_ref.data(), f.full.data(), f.padded, kTargets.data(), kN, kVocab, dloss);
+
+  const auto mine = columns(f.full, kN, f.padded, f.shard.start, f.local);
+  std::vector<float> losses(kN), row_max(kN), row_sumexp(kN), dlogits(mine.size(), -3.0f);
+  world.reset_stats();
+  const float mean = vocab_parallel_cross_entropy_forward(world, losses.data(), row_max.data(), row_sumexp.data(),
+                                                          mine.data(), kTargets.data(), kN, f.shard);
+  EXPECT_EQ(world.stats().count(Collective::AllReduce), 2) << "forward: max, then [sum exp | target logit]";
+  EXPECT_EQ(world.stats().count(Collective::AllGather), 0) << "the full logits are never gathered";
+
+  EXPECT_TRUE(all_close(losses, losses_ref)) << "per-token losses";
+  EXPECT_NEAR(mean, mean_ref, 1e-5 * std::fabs(mean_ref)) << "mean loss";
+  EXPECT_FLOAT_EQ(row_max[3], 12.0f) << "the row max is over the whole real vocabulary, not the padding";
+  for (int64_t n = 0; n < kN; ++n) {
+    EXPECT_LT(row_max[size_t(n)], 100.0f) << "row " << n << ": padding entered the max";
+    EXPECT_GT(losses[size_t(n)], 0.0f) << "row " << n;
+  }
+
+  world.reset_stats();
+  vocab_parallel_cross_entropy_backward(dlogits.data(), mine.data(), row_max.data(), row_sumexp.data(),
+                                        kTargets.data(), kN, f.shard, dloss);
+  EXPECT_EQ(world.stats().count(Collective::AllReduce), 0) << "backward is local";
+  EXPECT_TRUE(all_close(dlogits, columns(dlogits_ref, kN, f.padded, f.shard.start, f.local)))
+      << "dlogits of this rank's columns";
+  for (int64_t n = 0; n < kN; ++n) {
+    for (int64_t v = std::max<int64_t>(0, kVocab - f.shard.start); v < f.local; ++v) {
+      ASSERT_EQ(dlogits[size_t(n * f.local + v)], 0.0f) << "padding column " << f.shard.start + v << " row " << n;
+    }
+  }
+
+  // in place (dlogits aliasing logits), as the LM head calls it
+  std::vector<float> inplace = mine;
+  vocab_parallel_cross_entropy_backward(inplace.data(), inplace.data(), row_max.data(), row_sumexp.data(),
+                                        kTargets.data(), kN, f.shard, dloss);
+  EXPECT_TRUE(all_close(inplace, dlogits, 0, 0)) << "in-place backward";
+}
+
+TEST(VocabParallelCrossEntropy, PaddingValuesDoNotChangeTheLoss) {
+  ProcessGroup world = ProcessGroup::world();
+  std::vector<float> first;
+  for (float garbage : {0.0f, 1e4f, -1e4f, 3e38f}) {
+    const Fixture f = make_fixture(world, garbage);
+    const auto mine = columns(f.full, kN, f.padded, f.shard.start, f.local);
+    std::vector<float> losses(kN), row_max(kN), row_sumexp(kN);
+    vocab_parallel_cross_entropy_forward(world, losses.data(), row_max.data(), row_sumexp.data(), mine.data(),
+                                         kTargets.data(), kN, f.shard);
+    if (first.empty())
+      first = losses;
+    else
+      EXPECT_TRUE(all_close(losses, first, 0, 0)) << "padding value " << garbage;
+  }
+}
+
+TEST(VocabParallelCrossEntropy, TargetOutsideTheVocabularyThrowsOnEveryRank) {
+  ProcessGroup world = ProcessGroup::world();
+  const Fixture f = make_fixture(world, 0.0f);
+  const auto mine = columns(f.full, kN, f.padded, f.shard.start, f.local);
+  std::vector<float> losses(kN), row_max(kN), row_sumexp(kN);
+  for (int32_t bad : {int32_t(kVocab), -1}) {  // 300 is a padding column: never a target
+    std::vector<int32_t> targets = kTargets;
+    targets[2] = bad;
+    world.reset_stats();
+    try {
+      vocab_parallel_cross_entropy_forward(world, losses.data(), row_max.data(), row_sumexp.data(), mine.data(),
+                                           targets.data(), kN, f.shard);
+      FAIL() << "expected ShapeError for target " << bad;
+    } catch (const ShapeError& e) {
+      EXPECT_NE(std::string(e.what()).find("target token " + std::to_string(bad)), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(world.stats().count(Collective::AllReduce), 0) << "refused before communicating";
+  }
+  world.barrier();
+}
+
+}  // namespace
+}  // namespace tensorpar
