@@ -10,6 +10,11 @@ namespace tensorpar {
 void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
+  if (K == 0) {  // oneDNN rejects K = 0; the product is empty, so C = beta * C
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    return;
+  }
   const dnnl_status_t status = dnnl_sgemm(trans_a == Trans::Yes ? 'T' : 'N', trans_b == Trans::Yes ? 'T' : 'N',
                                           M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   TP_CHECK(status == dnnl_success, Error, "oneDNN sgemm failed (status {}) for M={} N={} K={} lda={} ldb={} ldc={}",

@@ -1,7 +1,8 @@
 // GEMM front end. Row-major C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C.
-// Backed by oneDNN's sgemm, which picks AVX-512 kernels by CPUID: measured here at ~96% of the
-// core's FMA peak versus ~48% for Debian's OpenBLAS 0.3.21 (which detects Zen 5 as Haswell unless
-// OPENBLAS_CORETYPE is set before it loads). See bench/bench_gemm.cpp.
+// Backed by oneDNN's sgemm, which picks AVX-512 kernels by CPUID whatever the environment says:
+// measured here at 88-94% of the core's FMA peak. Debian's OpenBLAS 0.3.21 reaches 85-92% only
+// when OPENBLAS_CORETYPE is unset or names an AVX-512 core, and 44-48% under the
+// OPENBLAS_CORETYPE=Haswell these machines export. See bench/README.md.
 #pragma once
 #include <cstdint>
 

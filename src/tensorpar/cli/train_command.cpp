@@ -1,0 +1,74 @@
+// tensorpar train: train a GPT-2 (or Llama) model with tensor parallelism on a token or text file.
+#include <nlohmann/json.hpp>
+
+#include "tensorpar/cli/command.hpp"
+#include "tensorpar/train/trainer.hpp"
+
+namespace tensorpar::cli {
+
+void add_train_command(CLI::App& app, Runner& run) {
+  auto* cmd = app.add_subcommand("train", "train a model (mpirun -np N tensorpar train ...)");
+  auto o = std::make_shared<TrainOptions>();
+  auto lr_schedule = std::make_shared<std::string>("cosine");
+  auto family = std::make_shared<std::string>("gpt2");
+  auto json = std::make_shared<bool>(false);
+  o->model.vocab_size = 0;  // from the data unless given
+  o->model.layers = 4;
+  o->model.hidden = 256;
+  o->model.heads = 8;
+  o->schedule.lr = 1e-3f;
+  o->schedule.warmup_steps = 10;
+  cmd->add_option("--data", o->data, "llm.c token file (.bin) or plain text file")->required();
+  cmd->add_option("--init", o->init, "start from this Hugging Face model directory (config.json + model.safetensors)");
+  cmd->add_option("--out", o->out, "save model.safetensors + config.json here at the end");
+  cmd->add_option("--metrics", o->metrics, "write one JSON object per step to this file");
+  cmd->add_option("--family", *family, "model family of a fresh model: gpt2 or llama")->check(CLI::IsMember({"gpt2", "llama"}));
+  cmd->add_option("--layers", o->model.layers, "transformer blocks")->capture_default_str();
+  cmd->add_option("--hidden", o->model.hidden, "hidden size")->capture_default_str();
+  cmd->add_option("--heads", o->model.heads, "attention heads (divisible by the TP degree)")->capture_default_str();
+  cmd->add_option("--kv-heads", o->model.kv_heads, "key/value heads for grouped-query attention (llama)");
+  cmd->add_option("--ffn", o->model.ffn_hidden, "MLP hidden size (default 4 x hidden)");
+  cmd->add_option("--vocab", o->model.vocab_size, "vocabulary size (default: 256 for text, 50257 for token files)");
+  cmd->add_option("--seq", o->seq, "sequence length")->capture_default_str();
+  cmd->add_option("--batch", o->batch, "sequences per micro-batch (per data-parallel rank)")->capture_default_str();
+  cmd->add_option("--grad-accum", o->grad_accum, "micro-batches per step")->capture_default_str();
+  cmd->add_option("--steps", o->steps, "optimizer steps")->capture_default_str();
+  cmd->add_option("--lr", o->schedule.lr, "peak learning rate")->capture_default_str();
+  cmd->add_option("--warmup", o->schedule.warmup_steps, "linear warm-up steps")->capture_default_str();
+  cmd->add_option("--min-lr-ratio", o->schedule.min_lr_ratio, "final cosine learning rate / peak")->capture_default_str();
+  cmd->add_option("--lr-schedule", *lr_schedule, "cosine or constant")->capture_default_str();
+  cmd->add_option("--beta1", o->adamw.beta1, "AdamW beta1")->capture_default_str();
+  cmd->add_option("--beta2", o->adamw.beta2, "AdamW beta2")->capture_default_str();
+  cmd->add_option("--eps", o->adamw.eps, "AdamW epsilon")->capture_default_str();
+  cmd->add_option("--weight-decay", o->adamw.weight_decay, "decoupled weight decay of 2-D weights")->capture_default_str();
+  cmd->add_option("--grad-clip", o->grad_clip, "clip the global gradient norm to this (0: off)")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "initialisation seed")->capture_default_str();
+  cmd->add_option("--tp", o->tp, "tensor-parallel degree (default: all ranks; the rest is data-parallel)");
+  cmd->add_option("--val-fraction", o->val_fraction, "tail of the data held out for validation")->capture_default_str();
+  cmd->add_option("--val-every", o->val_every, "validate every N steps (0: at the end only)")->capture_default_str();
+  cmd->add_option("--val-batches", o->val_batches, "batches per validation")->capture_default_str();
+  cmd->add_flag("--json", *json, "print one JSON object with the results as the last line of stdout");
+  cmd->callback([=, &run] {
+    run = [=](ProcessGroup& world) {
+      TrainOptions options = *o;
+      options.schedule.kind = LrSchedule::parse_kind(*lr_schedule);
+      if (*family == "llama") {
+        options.model.family = ModelFamily::Llama;
+        options.model.tie_embeddings = false;
+        options.model.norm_eps = 1e-6f;
+      }
+      const TrainResult r = train(world, options);
+      nlohmann::json j{{"loss", r.loss}, {"tokens_per_s", r.tokens_per_s}, {"grad_norm", r.grad_norm},
+                       {"steps", r.steps}, {"parameters", r.parameters}};
+      if (r.val_loss >= 0) j["val_loss"] = r.val_loss;
+      if (!options.out.empty()) j["out"] = options.out;
+      print_rank0(world, *json ? j.dump() + "\n"
+                               : fmt::format("final loss {:.4f}{}, {:.0f} tokens/s{}\n", r.loss,
+                                             r.val_loss >= 0 ? fmt::format(" (validation {:.4f})", r.val_loss) : "",
+                                             r.tokens_per_s, options.out.empty() ? "" : ", saved to " + options.out));
+      return 0;
+    };
+  });
+}
+
+}  // namespace tensorpar::cli
