@@ -61,6 +61,8 @@ int main(int argc, char** argv) {
   CLI::App app{"tensorpar: train and run transformer language models with Megatron-style tensor parallelism over MPI.\n"
                "Launch with mpirun -np N; the tensor-parallel degree is N unless --tp says otherwise."};
   app.require_subcommand(1);
+  // a flag given twice takes its last value, as in most Unix tools
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   int threads = 0;
   app.add_option("--threads", threads, "threads per rank for GEMMs and kernels (default: cores / ranks on this node)");
   tensorpar::cli::Runner run;
@@ -70,19 +72,16 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    // same arguments on every rank: all fail alike; rank 0 speaks
+  } catch (const CLI::Success& e) {  // --help: print once
     int code = 0;
-    if (rank == 0) {
-      code = app.exit(e);
-    } else {
-      std::FILE* null_out = std::fopen("/dev/null", "w");
-      std::ostringstream sink;
-      code = app.exit(e, sink, sink);
-      if (null_out) std::fclose(null_out);
-    }
+    if (rank == 0) code = app.exit(e);
     MPI_Finalize();
     return code;
+  } catch (const CLI::ParseError& e) {
+    // same arguments on every rank, so all fail alike; rank 0 speaks for them
+    if (rank == 0) std::fprintf(stderr, "tensorpar: error: %s (see tensorpar --help)\n", e.what());
+    MPI_Finalize();
+    return 2;
   }
 
   std::string error;
