@@ -29,13 +29,23 @@ TEST(ProcessGroup, AllReduceMaxAndDouble) {
   EXPECT_EQ(v[1], 0.0);
 }
 
-TEST(ProcessGroup, AsyncAllReduceCompletesOnWait) {
+TEST(ProcessGroup, AsyncAllReduceCompletesOnWaitInEveryMode) {
   ProcessGroup world = ProcessGroup::world();
-  std::vector<float> data(1 << 16, 1.0f);
-  Work work = world.all_reduce_async(std::span<float>(data));
-  work.wait();
-  EXPECT_FALSE(work.pending());
-  for (float x : data) ASSERT_EQ(x, float(world.size()));
+  for (AsyncMode mode : {AsyncMode::Nonblocking, AsyncMode::Deferred}) {
+    world.set_async_mode(mode);
+    std::vector<float> data(1 << 16, 1.0f);
+    Work work = world.all_reduce_async(std::span<float>(data));
+    EXPECT_EQ(work.pending(), world.size() > 1);
+    Work moved = std::move(work);  // handles move; the moved-from one is empty
+    EXPECT_FALSE(work.pending());
+    moved.wait();
+    EXPECT_FALSE(moved.pending());
+    for (float x : data) ASSERT_EQ(x, float(world.size()));
+    {
+      std::vector<float> dropped(8, 2.0f);
+      Work unwaited = world.all_reduce_async(std::span<float>(dropped));
+    }  // destroyed unwaited: completes in the destructor on every rank, nothing left dangling
+  }
 }
 
 TEST(ProcessGroup, AllGatherIsRankMajor) {

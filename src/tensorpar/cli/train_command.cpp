@@ -12,6 +12,7 @@ void add_train_command(CLI::App& app, Runner& run) {
   auto lr_schedule = std::make_shared<std::string>("cosine");
   auto family = std::make_shared<std::string>("gpt2");
   auto json = std::make_shared<bool>(false);
+  auto precision = std::make_shared<std::string>("f32");
   o->model.vocab_size = 0;  // from the data unless given
   o->model.layers = 4;
   o->model.hidden = 256;
@@ -47,11 +48,15 @@ void add_train_command(CLI::App& app, Runner& run) {
   cmd->add_option("--val-fraction", o->val_fraction, "tail of the data held out for validation")->capture_default_str();
   cmd->add_option("--val-every", o->val_every, "validate every N steps (0: at the end only)")->capture_default_str();
   cmd->add_option("--val-batches", o->val_batches, "batches per validation")->capture_default_str();
+  cmd->add_option("--precision", *precision, "GEMM precision: f32, or bf16 (f32 master weights and accumulation)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
   cmd->add_flag("--json", *json, "print one JSON object with the results as the last line of stdout");
   cmd->callback([=, &run] {
     run = [=](ProcessGroup& world) {
       TrainOptions options = *o;
       options.schedule.kind = LrSchedule::parse_kind(*lr_schedule);
+      options.compute.precision = parse_precision(*precision);
       if (*family == "llama") {
         options.model.family = ModelFamily::Llama;
         options.model.tie_embeddings = false;

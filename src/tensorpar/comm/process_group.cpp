@@ -1,6 +1,8 @@
 #include "tensorpar/comm/process_group.hpp"
 
 #include <cstdint>
+
+#include "tensorpar/core/profile.hpp"
 #include <type_traits>
 
 namespace tensorpar {
@@ -60,8 +62,13 @@ const char* collective_name(Collective c) {
 Work::Work(ProcessGroup* group, MPI_Request request, Collective what)
     : group_(group), request_(request), what_(what) {}
 
-Work::Work(Work&& other) noexcept : group_(other.group_), request_(other.request_), what_(other.what_) {
+Work::Work(ProcessGroup* group, std::span<float> deferred_all_reduce)
+    : group_(group), deferred_(deferred_all_reduce) {}
+
+Work::Work(Work&& other) noexcept
+    : group_(other.group_), request_(other.request_), deferred_(other.deferred_), what_(other.what_) {
   other.request_ = MPI_REQUEST_NULL;
+  other.deferred_ = {};
 }
 
 Work& Work::operator=(Work&& other) noexcept {
@@ -71,8 +78,10 @@ Work& Work::operator=(Work&& other) noexcept {
     }
     group_ = other.group_;
     request_ = other.request_;
+    deferred_ = other.deferred_;
     what_ = other.what_;
     other.request_ = MPI_REQUEST_NULL;
+    other.deferred_ = {};
   }
   return *this;
 }
@@ -85,10 +94,21 @@ Work::~Work() {
 
 void Work::wait() {
   if (!pending()) return;
+  if (deferred_.data() != nullptr) {
+    const double t0 = now();
+    const std::span<float> data = deferred_;
+    deferred_ = {};
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data.data(), int(data.size()), MPI_FLOAT, MPI_SUM, group_->comm_),
+              "all_reduce (deferred)");
+    group_->stats_.seconds += now() - t0;
+    if (profiling_enabled()) add_to_profile("all_reduce wait (deferred)", now() - t0);
+    return;
+  }
   const double t0 = now();
   const int rc = MPI_Wait(&request_, MPI_STATUS_IGNORE);
   request_ = MPI_REQUEST_NULL;
   if (group_) group_->stats_.seconds += now() - t0;
+  if (profiling_enabled()) add_to_profile("all_reduce wait (async)", now() - t0);
   if (rc != MPI_SUCCESS) throw_mpi_error(rc, collective_name(what_));
 }
 
@@ -114,6 +134,7 @@ ProcessGroup::~ProcessGroup() {
 }
 
 void ProcessGroup::record(Collective c, int64_t bytes, double seconds) {
+  if (profiling_enabled()) add_to_profile(collective_name(c), seconds);
   stats_.calls[size_t(c)] += 1;
   stats_.bytes[size_t(c)] += bytes;
   stats_.seconds += seconds;
@@ -133,6 +154,10 @@ Work ProcessGroup::all_reduce_async(std::span<float> data, AllReduceOptions opti
   const double t0 = now();
   record(Collective::AllReduce, int64_t(data.size_bytes()), 0);
   if (size_ == 1 || data.empty()) return {};
+  if (async_mode_ == AsyncMode::Deferred && options.op == ReduceOp::Sum) {
+    mpi_count(data.size(), "all_reduce");
+    return Work(this, data);
+  }
   MPI_Request request = MPI_REQUEST_NULL;
   MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data.data(), mpi_count(data.size(), "all_reduce"), MPI_FLOAT,
                            mpi_op(options.op), comm_, &request),

@@ -40,23 +40,33 @@ struct AllReduceOptions {
 
 class ProcessGroup;
 
+// How all_reduce_async runs. Nonblocking: MPI_Iallreduce, completed in wait() (overlaps with
+// compute only where the MPI library progresses in the background, e.g. with offloading NICs).
+// Deferred: nothing happens until wait(), which runs the blocking MPI_Allreduce; on shared-memory
+// nodes without a spare core this is faster (Open MPI's blocking algorithms move about twice the
+// bytes per second of its non-blocking ones, bench/README.md) and keeps the same call sites.
+enum class AsyncMode { Nonblocking, Deferred };
+
 // Handle of a non-blocking collective. wait() blocks until it completes and throws if it failed.
 // Move-only; a Work that is destroyed unwaited waits in its destructor (never leaves MPI dangling).
 class Work {
  public:
   Work() = default;
   Work(ProcessGroup* group, MPI_Request request, Collective what);
+  // A deferred all-reduce of `data`, run by wait().
+  Work(ProcessGroup* group, std::span<float> deferred_all_reduce);
   Work(Work&& other) noexcept;
   Work& operator=(Work&& other) noexcept;
   Work(const Work&) = delete;
   Work& operator=(const Work&) = delete;
   ~Work();
   void wait();
-  bool pending() const { return request_ != MPI_REQUEST_NULL; }
+  bool pending() const { return request_ != MPI_REQUEST_NULL || deferred_.data() != nullptr; }
 
  private:
   ProcessGroup* group_ = nullptr;
   MPI_Request request_ = MPI_REQUEST_NULL;
+  std::span<float> deferred_;
   Collective what_ = Collective::AllReduce;
 };
 
@@ -102,6 +112,9 @@ class ProcessGroup {
     if (!message.empty()) throw ErrorType(message);
   }
 
+  void set_async_mode(AsyncMode mode) { async_mode_ = mode; }
+  AsyncMode async_mode() const { return async_mode_; }
+
   const CommStats& stats() const { return stats_; }
   void reset_stats() { stats_ = {}; }
 
@@ -112,6 +125,7 @@ class ProcessGroup {
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
   CommStats stats_;
+  AsyncMode async_mode_ = AsyncMode::Deferred;
 };
 
 }  // namespace tensorpar

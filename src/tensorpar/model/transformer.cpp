@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "tensorpar/core/profile.hpp"
 #include "tensorpar/kernels/elementwise.hpp"
 
 namespace tensorpar {
@@ -33,8 +34,10 @@ struct TransformerLM::Block {
   ParallelMLP mlp;
   Tensor norm1_out, mid, norm2_out;  // (B*T, hidden): mid = residual after attention
 
-  static AttentionOptions attention_options(const ModelConfig& c, const Names& n, uint64_t seed, float proj_std) {
+  static AttentionOptions attention_options(const ModelConfig& c, const TransformerOptions& t, const Names& n,
+                                            uint64_t seed, float proj_std) {
     AttentionOptions o;
+    o.precision = t.precision;
     o.qkv_name = n.qkv;
     o.proj_name = n.attn_proj;
     o.hidden = c.hidden;
@@ -48,8 +51,10 @@ struct TransformerLM::Block {
     o.proj_init_std = proj_std;
     return o;
   }
-  static MlpOptions mlp_options(const ModelConfig& c, const Names& n, uint64_t seed, float proj_std) {
+  static MlpOptions mlp_options(const ModelConfig& c, const TransformerOptions& t, const Names& n, uint64_t seed,
+                                float proj_std) {
     MlpOptions o;
+    o.precision = t.precision;
     o.fc_name = n.fc;
     o.proj_name = n.mlp_proj;
     o.hidden = c.hidden;
@@ -61,16 +66,18 @@ struct TransformerLM::Block {
     return o;
   }
 
-  Block(ProcessGroup& tp, const ModelConfig& c, int64_t layer, int64_t B, int64_t T, uint64_t seed)
-      : Block(tp, c, names(c.family, layer), B, T, seed,
+  Block(ProcessGroup& tp, const ModelConfig& c, const TransformerOptions& t, int64_t layer, int64_t B, int64_t T,
+        uint64_t seed)
+      : Block(tp, c, t, names(c.family, layer), B, T, seed,
               0.02f / std::sqrt(2.0f * float(c.layers))) {}  // GPT-2's scaled residual projections
-  Block(ProcessGroup& tp, const ModelConfig& c, const Names& n, int64_t B, int64_t T, uint64_t seed, float proj_std)
+  Block(ProcessGroup& tp, const ModelConfig& c, const TransformerOptions& t, const Names& n, int64_t B, int64_t T,
+        uint64_t seed, float proj_std)
       : norm1(c.family == ModelFamily::Gpt2 ? NormKind::LayerNorm : NormKind::RMSNorm, n.norm1, c.hidden, c.norm_eps,
               tp.size(), B * T),
-        attention(tp, attention_options(c, n, seed, proj_std), B, T),
+        attention(tp, attention_options(c, t, n, seed, proj_std), B, T),
         norm2(c.family == ModelFamily::Gpt2 ? NormKind::LayerNorm : NormKind::RMSNorm, n.norm2, c.hidden, c.norm_eps,
               tp.size(), B * T),
-        mlp(tp, mlp_options(c, n, seed, proj_std), B * T),
+        mlp(tp, mlp_options(c, t, n, seed, proj_std), B * T),
         norm1_out({B * T, c.hidden}),
         mid({B * T, c.hidden}),
         norm2_out({B * T, c.hidden}) {}
@@ -78,19 +85,42 @@ struct TransformerLM::Block {
   // out = x + attn(norm1(x)) + mlp(norm2(...))
   void forward(float* out, const float* x, int64_t B, int64_t T) {
     const int64_t N = B * T, C = norm1_out.dim(1);
-    norm1.forward(norm1_out.f32(), x, N);
-    attention.forward(mid.f32(), norm1_out.f32(), B, T);
-    add_inplace(mid.f32(), x, N * C);
-    norm2.forward(norm2_out.f32(), mid.f32(), N);
-    mlp.forward(out, norm2_out.f32(), N);
+    {
+      TP_PROFILE_SCOPE("block.norm+residual forward");
+      norm1.forward(norm1_out.f32(), x, N);
+    }
+    {
+      TP_PROFILE_SCOPE("attention forward");
+      attention.forward(mid.f32(), norm1_out.f32(), B, T);
+    }
+    {
+      TP_PROFILE_SCOPE("block.norm+residual forward");
+      add_inplace(mid.f32(), x, N * C);
+      norm2.forward(norm2_out.f32(), mid.f32(), N);
+    }
+    {
+      TP_PROFILE_SCOPE("mlp forward");
+      mlp.forward(out, norm2_out.f32(), N);
+    }
+    TP_PROFILE_SCOPE("block.norm+residual forward");
     add_inplace(out, mid.f32(), N * C);
   }
   // grad (N, C): gradient wrt this block's output on entry, wrt its input on return.
   void backward(float* grad, float* grad_norm, const float* x, int64_t B, int64_t T) {
     const int64_t N = B * T;
-    mlp.backward(grad_norm, grad, norm2_out.f32(), N);
-    norm2.backward(grad, grad_norm, mid.f32(), N);  // grad += : now wrt mid (residual path kept)
-    attention.backward(grad_norm, grad, norm1_out.f32(), B, T);
+    {
+      TP_PROFILE_SCOPE("mlp backward");
+      mlp.backward(grad_norm, grad, norm2_out.f32(), N);
+    }
+    {
+      TP_PROFILE_SCOPE("block.norm backward");
+      norm2.backward(grad, grad_norm, mid.f32(), N);  // grad += : now wrt mid (residual path kept)
+    }
+    {
+      TP_PROFILE_SCOPE("attention backward");
+      attention.backward(grad_norm, grad, norm1_out.f32(), B, T);
+    }
+    TP_PROFILE_SCOPE("block.norm backward");
     norm1.backward(grad, grad_norm, x, N);  // grad += : now wrt x
   }
   void collect_parameters(std::vector<Parameter*>& out) {
@@ -101,9 +131,11 @@ struct TransformerLM::Block {
   }
 };
 
-TransformerLM::TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_t batch, int64_t seq, uint64_t seed)
+TransformerLM::TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_t batch, int64_t seq, uint64_t seed,
+                             const TransformerOptions& options)
     : tp_(tp),
       config_((config.validate(tp.size()), config)),
+      options_(options),
       batch_(batch),
       seq_(seq),
       embedding_(tp, {names(config.family, 0).embedding, config.vocab_size, config.hidden, seed, 0.02f}),
@@ -120,7 +152,7 @@ TransformerLM::TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_
     parameters_.push_back(&position_);
   }
   for (int64_t l = 0; l < config.layers; ++l) {
-    blocks_.push_back(std::make_unique<Block>(tp, config, l, batch, seq, seed));
+    blocks_.push_back(std::make_unique<Block>(tp, config, options, l, batch, seq, seed));
     blocks_.back()->collect_parameters(parameters_);
   }
   final_norm_.collect_parameters(parameters_);
@@ -133,7 +165,7 @@ TransformerLM::TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_
     head = &lm_head_weight_;
     parameters_.push_back(head);
   }
-  lm_head_ = std::make_unique<ParallelLmHead>(tp, *head, shard, N);
+  lm_head_ = std::make_unique<ParallelLmHead>(tp, *head, shard, N, options.precision);
   residuals_ = Tensor({config.layers + 1, N, C});
   final_out_ = Tensor({N, C});
   losses_ = Tensor({N});
@@ -172,9 +204,13 @@ float TransformerLM::forward(const int32_t* tokens, const int32_t* targets, int6
   TP_CHECK(B <= batch_ && T <= seq_ && B * T <= batch_ * seq_, ShapeError,
            "batch {} x sequence {} exceeds the {} x {} the model was built for", B, T, batch_, seq_);
   // residual stream rows of a smaller batch are packed with stride T, so the buffers stay valid
-  embed(tokens, B, T);
+  {
+    TP_PROFILE_SCOPE("embedding forward");
+    embed(tokens, B, T);
+  }
   run_blocks(B, T);
   last_tokens_ = B * T;
+  TP_PROFILE_SCOPE("lm head+loss forward");
   return lm_head_->forward(losses_.f32(), final_out_.f32(), targets, B * T);
 }
 
@@ -182,10 +218,14 @@ void TransformerLM::backward(const int32_t* tokens, const int32_t* targets, int6
   const int64_t N = B * T, C = config_.hidden, NC = N * C;
   float* grad = grad_.f32();
   float* grad_norm = grad_norm_.f32();
-  lm_head_->backward(grad_norm, final_out_.f32(), targets, N, loss_scale / float(N));
+  {
+    TP_PROFILE_SCOPE("lm head+loss backward");
+    lm_head_->backward(grad_norm, final_out_.f32(), targets, N, loss_scale / float(N));
+  }
   grad_.zero();
   final_norm_.backward(grad, grad_norm, residuals_.f32() + blocks_.size() * NC, N);
   for (size_t l = blocks_.size(); l-- > 0;) blocks_[l]->backward(grad, grad_norm, residuals_.f32() + l * NC, B, T);
+  TP_PROFILE_SCOPE("embedding backward");
   embedding_.backward(grad, tokens, N);
   if (config_.family == ModelFamily::Gpt2)
     for (int64_t b = 0; b < B; ++b) add_inplace(position_.grad.f32(), grad + b * T * C, T * C);

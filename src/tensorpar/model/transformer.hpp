@@ -19,13 +19,20 @@
 
 namespace tensorpar {
 
+// How the model computes (not what it computes).
+struct TransformerOptions {
+  Precision precision = Precision::F32;  // of the GEMMs: bf16 operands with f32 accumulation
+};
+
 class TransformerLM {
  public:
   // Collective: every rank of `tp` constructs the model with the same arguments.
-  TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_t batch, int64_t seq, uint64_t seed);
+  TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_t batch, int64_t seq, uint64_t seed,
+                const TransformerOptions& options = {});
   ~TransformerLM();
 
   const ModelConfig& config() const { return config_; }
+  const TransformerOptions& options() const { return options_; }
   ProcessGroup& tp() { return tp_; }
   int64_t batch() const { return batch_; }
   int64_t seq() const { return seq_; }
@@ -51,6 +58,7 @@ class TransformerLM {
 
   ProcessGroup& tp_;
   ModelConfig config_;
+  TransformerOptions options_;
   int64_t batch_ = 0, seq_ = 0, last_tokens_ = 0;
   VocabParallelEmbedding embedding_;
   Parameter position_;  // GPT-2 wpe, replicated (max_seq, hidden)

@@ -2,6 +2,7 @@
 
 #include "tensorpar/kernels/elementwise.hpp"
 #include "tensorpar/kernels/gemm.hpp"
+#include "tensorpar/kernels/gemm_bf16.hpp"
 #include "tensorpar/parallel/mappings.hpp"
 
 namespace tensorpar {
@@ -17,6 +18,11 @@ ColumnParallelLinear::ColumnParallelLinear(ProcessGroup& tp, const ColumnParalle
   if (options_.bias)
     bias = make_sharded(options_.name + ".bias", {options_.out_features}, 0, options_.segments, tp.rank(), tp.size(),
                         /*weight_decay=*/false);  // zero-initialised
+  if (options_.precision == Precision::BF16) {
+    x_bf16_ = Bf16Operand(max_tokens, options_.in_features);
+    w_bf16_ = Bf16Operand(out_per_partition_, options_.in_features);
+    dy_bf16_ = Bf16Operand(max_tokens, out_per_partition_);
+  }
   if (options_.gather_output && tp.size() > 1) {
     gather_scratch_ = Tensor({tp.size(), max_tokens, out_per_partition_});
     local_out_ = Tensor({max_tokens, out_per_partition_});
@@ -35,7 +41,13 @@ void ColumnParallelLinear::forward(float* out, const float* inp, int64_t N) {
   const bool gather = options_.gather_output && tp_.size() > 1;
   float* y = gather ? local_out_.f32() : out;
   // Y_i (N, out_pp) = X (N, in) · A_i^T, A_i (out_pp, in)
-  gemm(Trans::No, Trans::Yes, N, out_pp, in, 1.0f, inp, in, weight.value.f32(), in, 0.0f, y, out_pp);
+  if (options_.precision == Precision::BF16) {
+    const bf16* x = x_bf16_.load(inp, N, in, in);
+    const bf16* w = w_bf16_.load(weight.value.f32(), out_pp, in, in);
+    gemm_bf16(Trans::No, Trans::Yes, N, out_pp, in, 1.0f, x, in, w, in, 0.0f, y, out_pp);
+  } else {
+    gemm(Trans::No, Trans::Yes, N, out_pp, in, 1.0f, inp, in, weight.value.f32(), in, 0.0f, y, out_pp);
+  }
   if (options_.bias) add_bias(y, bias.value.f32(), N, out_pp);
   if (gather) gather_from_tp_forward(tp_, out, y, N, out_pp, gather_scratch_.f32());
 }
@@ -46,11 +58,20 @@ void ColumnParallelLinear::backward(float* dinp, const float* dout, const float*
   const bool gather = options_.gather_output && tp_.size() > 1;
   const float* dy = gather ? dout + int64_t(tp_.rank()) * out_pp : dout;
   const int64_t ld_dy = gather ? out_pp * tp_.size() : out_pp;
-  // partial dX (N, in) = dY_i (N, out_pp) · A_i (out_pp, in); summed over the group (f backward)
-  gemm(Trans::No, Trans::No, N, in, out_pp, 1.0f, dy, ld_dy, weight.value.f32(), in, 0.0f, dinp, in);
-  Work reduce = copy_to_tp_backward_async(tp_, std::span<float>(dinp, size_t(N * in)));
+  // partial dX (N, in) = dY_i (N, out_pp) · A_i (out_pp, in); summed over the group (f backward),
   // while it travels: dA_i (out_pp, in) += dY_i^T (out_pp, N) · X (N, in)
-  gemm(Trans::Yes, Trans::No, out_pp, in, N, 1.0f, dy, ld_dy, inp, in, 1.0f, weight.grad.f32(), in);
+  Work reduce;
+  if (options_.precision == Precision::BF16) {
+    const bf16* dyb = dy_bf16_.load(dy, N, out_pp, ld_dy);
+    gemm_bf16(Trans::No, Trans::No, N, in, out_pp, 1.0f, dyb, out_pp, w_bf16_.data(), in, 0.0f, dinp, in);
+    reduce = copy_to_tp_backward_async(tp_, std::span<float>(dinp, size_t(N * in)));
+    gemm_bf16(Trans::Yes, Trans::No, out_pp, in, N, 1.0f, dyb, out_pp, x_bf16_.data(), in, 1.0f, weight.grad.f32(),
+              in);
+  } else {
+    gemm(Trans::No, Trans::No, N, in, out_pp, 1.0f, dy, ld_dy, weight.value.f32(), in, 0.0f, dinp, in);
+    reduce = copy_to_tp_backward_async(tp_, std::span<float>(dinp, size_t(N * in)));
+    gemm(Trans::Yes, Trans::No, out_pp, in, N, 1.0f, dy, ld_dy, inp, in, 1.0f, weight.grad.f32(), in);
+  }
   if (options_.bias) {
     if (ld_dy == out_pp) {
       bias_backward(bias.grad.f32(), dy, N, out_pp);

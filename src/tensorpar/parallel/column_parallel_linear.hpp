@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "tensorpar/comm/process_group.hpp"
+#include "tensorpar/kernels/matmul.hpp"
 #include "tensorpar/parallel/parameter.hpp"
 
 namespace tensorpar {
@@ -22,6 +23,7 @@ struct ColumnParallelOptions {
   std::vector<int64_t> segments;
   uint64_t seed = 0;
   float init_std = 0.02f;
+  Precision precision = Precision::F32;  // of the GEMMs; parameters and gradients are always f32
 };
 
 class ColumnParallelLinear {
@@ -51,6 +53,8 @@ class ColumnParallelLinear {
   int64_t max_tokens_ = 0;
   Tensor gather_scratch_;  // (t, max_tokens, out_pp) for gather_output
   Tensor local_out_;       // (max_tokens, out_pp) for gather_output
+  // bf16 mode: the input (kept for dW), the weight (kept for dX) and the output gradient
+  Bf16Operand x_bf16_, w_bf16_, dy_bf16_;
 };
 
 }  // namespace tensorpar

@@ -1,6 +1,7 @@
 #include "tensorpar/parallel/parallel_attention.hpp"
 
 #include "tensorpar/core/divide.hpp"
+#include "tensorpar/core/profile.hpp"
 #include "tensorpar/kernels/attention.hpp"
 
 namespace tensorpar {
@@ -38,6 +39,7 @@ ColumnParallelOptions qkv_options(const AttentionOptions& o) {
   c.bias = o.bias;
   c.seed = o.seed;
   c.init_std = o.init_std;
+  c.precision = o.precision;
   return c;
 }
 
@@ -49,6 +51,7 @@ RowParallelOptions proj_options(const AttentionOptions& o) {
   r.bias = o.bias;
   r.seed = o.seed;
   r.init_std = o.proj_init_std;
+  r.precision = o.precision;
   return r;
 }
 
@@ -89,7 +92,10 @@ void ParallelAttention::forward(float* out, const float* inp, int64_t B, int64_t
     rope_forward(qkv_out_.f32() + heads_pp_ * head_dim_, width, N, T, 0, kv_heads_pp_, *rope_);
   }
   const AttentionDims dims{B, T, heads_pp_, kv_heads_pp_, head_dim_};
-  attention_forward(att_.f32(), lse_.f32(), qkv_out_.f32(), dims);
+  {
+    TP_PROFILE_SCOPE("attention core forward");
+    attention_forward(att_.f32(), lse_.f32(), qkv_out_.f32(), dims);
+  }
   proj.forward(out, att_.f32(), N);  // the one all-reduce
 }
 
@@ -97,7 +103,10 @@ void ParallelAttention::backward(float* dinp, const float* dout, const float* in
   const int64_t N = B * T, width = qkv_out_.dim(1);
   proj.backward(datt_.f32(), dout, att_.f32(), N);  // no communication
   const AttentionDims dims{B, T, heads_pp_, kv_heads_pp_, head_dim_};
-  attention_backward(dqkv_.f32(), datt_.f32(), att_.f32(), lse_.f32(), qkv_out_.f32(), dims);
+  {
+    TP_PROFILE_SCOPE("attention core backward");
+    attention_backward(dqkv_.f32(), datt_.f32(), att_.f32(), lse_.f32(), qkv_out_.f32(), dims);
+  }
   if (rope_) {
     rope_backward(dqkv_.f32(), width, N, T, 0, heads_pp_, *rope_);
     rope_backward(dqkv_.f32() + heads_pp_ * head_dim_, width, N, T, 0, kv_heads_pp_, *rope_);

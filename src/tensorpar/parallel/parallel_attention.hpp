@@ -30,6 +30,7 @@ struct AttentionOptions {
   uint64_t seed = 0;
   float init_std = 0.02f;
   float proj_init_std = 0.02f;
+  Precision precision = Precision::F32;  // of the projections; the attention core is f32
 };
 
 class ParallelAttention {

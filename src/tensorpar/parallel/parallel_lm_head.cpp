@@ -1,12 +1,24 @@
 #include "tensorpar/parallel/parallel_lm_head.hpp"
 
 #include "tensorpar/kernels/gemm.hpp"
+#include "tensorpar/kernels/gemm_bf16.hpp"
 #include "tensorpar/parallel/mappings.hpp"
 
 namespace tensorpar {
 
-ParallelLmHead::ParallelLmHead(ProcessGroup& tp, Parameter& weight, VocabShard shard, int64_t max_tokens)
-    : tp_(tp), weight_(weight), shard_(shard), hidden_(weight.value.dim(1)), max_tokens_(max_tokens) {
+ParallelLmHead::ParallelLmHead(ProcessGroup& tp, Parameter& weight, VocabShard shard, int64_t max_tokens,
+                               Precision precision)
+    : tp_(tp),
+      weight_(weight),
+      shard_(shard),
+      hidden_(weight.value.dim(1)),
+      max_tokens_(max_tokens),
+      precision_(precision) {
+  if (precision == Precision::BF16) {
+    x_bf16_ = Bf16Operand(max_tokens, hidden_);
+    w_bf16_ = Bf16Operand(shard.local_size, hidden_);
+    dlogits_bf16_ = Bf16Operand(max_tokens, shard.local_size);
+  }
   TP_CHECK_EQ(weight.value.dim(0), shard.local_size, "LM head rows");
   logits_ = Tensor({max_tokens, shard.local_size});
   row_max_ = Tensor({max_tokens});
@@ -15,6 +27,13 @@ ParallelLmHead::ParallelLmHead(ProcessGroup& tp, Parameter& weight, VocabShard s
 
 void ParallelLmHead::logits(float* out, const float* x, int64_t N) {
   // (N, V_local) = x (N, h) · W_i^T, W_i (V_local, h)
+  if (precision_ == Precision::BF16 && N <= max_tokens_) {
+    const bf16* xb = x_bf16_.load(x, N, hidden_, hidden_);
+    const bf16* wb = w_bf16_.load(weight_.value.f32(), shard_.local_size, hidden_, hidden_);
+    gemm_bf16(Trans::No, Trans::Yes, N, shard_.local_size, hidden_, 1.0f, xb, hidden_, wb, hidden_, 0.0f, out,
+              shard_.local_size);
+    return;
+  }
   gemm(Trans::No, Trans::Yes, N, shard_.local_size, hidden_, 1.0f, x, hidden_, weight_.value.f32(), hidden_, 0.0f,
        out, shard_.local_size);
 }
@@ -30,11 +49,20 @@ void ParallelLmHead::backward(float* dx, const float* x, const int32_t* targets,
   float* dlogits = logits_.f32();  // in place: the logits are not needed after this
   vocab_parallel_cross_entropy_backward(dlogits, dlogits, row_max_.f32(), row_sumexp_.f32(), targets, N, shard_, dloss);
   const int64_t V = shard_.local_size;
-  // partial dx (N, h) = dlogits (N, V) · W_i (V, h), summed over the group
-  gemm(Trans::No, Trans::No, N, hidden_, V, 1.0f, dlogits, V, weight_.value.f32(), hidden_, 0.0f, dx, hidden_);
-  Work reduce = copy_to_tp_backward_async(tp_, std::span<float>(dx, size_t(N * hidden_)));
-  // dW_i (V, h) += dlogits^T (V, N) · x (N, h)
-  gemm(Trans::Yes, Trans::No, V, hidden_, N, 1.0f, dlogits, V, x, hidden_, 1.0f, weight_.grad.f32(), hidden_);
+  // partial dx (N, h) = dlogits (N, V) · W_i (V, h), summed over the group;
+  // while it travels: dW_i (V, h) += dlogits^T (V, N) · x (N, h)
+  Work reduce;
+  if (precision_ == Precision::BF16) {
+    const bf16* db = dlogits_bf16_.load(dlogits, N, V, V);
+    gemm_bf16(Trans::No, Trans::No, N, hidden_, V, 1.0f, db, V, w_bf16_.data(), hidden_, 0.0f, dx, hidden_);
+    reduce = copy_to_tp_backward_async(tp_, std::span<float>(dx, size_t(N * hidden_)));
+    gemm_bf16(Trans::Yes, Trans::No, V, hidden_, N, 1.0f, db, V, x_bf16_.data(), hidden_, 1.0f, weight_.grad.f32(),
+              hidden_);
+  } else {
+    gemm(Trans::No, Trans::No, N, hidden_, V, 1.0f, dlogits, V, weight_.value.f32(), hidden_, 0.0f, dx, hidden_);
+    reduce = copy_to_tp_backward_async(tp_, std::span<float>(dx, size_t(N * hidden_)));
+    gemm(Trans::Yes, Trans::No, V, hidden_, N, 1.0f, dlogits, V, x, hidden_, 1.0f, weight_.grad.f32(), hidden_);
+  }
   reduce.wait();
 }
 

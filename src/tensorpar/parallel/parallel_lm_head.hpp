@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "tensorpar/comm/process_group.hpp"
+#include "tensorpar/kernels/matmul.hpp"
 #include "tensorpar/parallel/parameter.hpp"
 #include "tensorpar/parallel/vocab_parallel_cross_entropy.hpp"
 
@@ -13,7 +14,8 @@ namespace tensorpar {
 class ParallelLmHead {
  public:
   // `weight` is (V_padded / t, hidden) holding vocabulary rows [shard.start, shard.start + local_size).
-  ParallelLmHead(ProcessGroup& tp, Parameter& weight, VocabShard shard, int64_t max_tokens);
+  ParallelLmHead(ProcessGroup& tp, Parameter& weight, VocabShard shard, int64_t max_tokens,
+                 Precision precision = Precision::F32);
 
   // logits (N, local_size) of this rank's vocabulary columns for x (N, hidden).
   void logits(float* out, const float* x, int64_t N);
@@ -31,6 +33,8 @@ class ParallelLmHead {
   int64_t hidden_ = 0, max_tokens_ = 0;
   Tensor logits_;               // (max_tokens, local_size); becomes dlogits in backward
   Tensor row_max_, row_sumexp_;  // (max_tokens)
+  Precision precision_;
+  Bf16Operand x_bf16_, w_bf16_, dlogits_bf16_;  // bf16 mode
 };
 
 }  // namespace tensorpar

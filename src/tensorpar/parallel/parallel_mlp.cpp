@@ -1,5 +1,6 @@
 #include "tensorpar/parallel/parallel_mlp.hpp"
 
+#include "tensorpar/core/profile.hpp"
 #include "tensorpar/kernels/activations.hpp"
 
 namespace tensorpar {
@@ -13,6 +14,7 @@ ColumnParallelOptions fc_options(const MlpOptions& o) {
   c.bias = o.bias;
   c.seed = o.seed;
   c.init_std = o.init_std;
+  c.precision = o.precision;
   if (o.activation == MlpActivation::SwiGLU) {
     c.out_features = 2 * o.ffn_hidden;
     c.segments = {o.ffn_hidden, o.ffn_hidden};  // [gate | up], each split over the group
@@ -30,6 +32,7 @@ RowParallelOptions proj_options(const MlpOptions& o) {
   r.bias = o.bias;
   r.seed = o.seed;
   r.init_std = o.proj_init_std;
+  r.precision = o.precision;
   return r;
 }
 
@@ -53,10 +56,13 @@ void ParallelMLP::collect_parameters(std::vector<Parameter*>& out) {
 void ParallelMLP::forward(float* out, const float* inp, int64_t N) {
   const int64_t f = ffn_per_partition_;
   fc.forward(pre_.f32(), inp, N);  // no communication
-  if (options_.activation == MlpActivation::Gelu)
-    gelu_forward(act_.f32(), pre_.f32(), N * f);
-  else
-    swiglu_forward(act_.f32(), pre_.f32(), pre_.f32() + f, N, f, 2 * f);
+  {
+    TP_PROFILE_SCOPE("mlp activation forward");
+    if (options_.activation == MlpActivation::Gelu)
+      gelu_forward(act_.f32(), pre_.f32(), N * f);
+    else
+      swiglu_forward(act_.f32(), pre_.f32(), pre_.f32() + f, N, f, 2 * f);
+  }
   proj.forward(out, act_.f32(), N);  // the one all-reduce
 }
 

@@ -27,6 +27,7 @@ struct MlpOptions {
   uint64_t seed = 0;
   float init_std = 0.02f;
   float proj_init_std = 0.02f;  // GPT-2 scales residual projections by 1/sqrt(2*layers)
+  Precision precision = Precision::F32;
 };
 
 class ParallelMLP {

@@ -2,6 +2,7 @@
 
 #include "tensorpar/kernels/elementwise.hpp"
 #include "tensorpar/kernels/gemm.hpp"
+#include "tensorpar/kernels/gemm_bf16.hpp"
 #include "tensorpar/parallel/mappings.hpp"
 
 namespace tensorpar {
@@ -13,6 +14,11 @@ RowParallelLinear::RowParallelLinear(ProcessGroup& tp, const RowParallelOptions&
   in_per_partition_ = weight.value.dim(1);
   init_normal(weight, options_.seed, options_.init_std);
   if (options_.bias) bias = make_replicated(options_.name + ".bias", {options_.out_features}, tp.size(), false);
+  if (options_.precision == Precision::BF16) {
+    x_bf16_ = Bf16Operand(max_tokens, in_per_partition_);
+    w_bf16_ = Bf16Operand(options_.out_features, in_per_partition_);
+    dy_bf16_ = Bf16Operand(max_tokens, options_.out_features);
+  }
   if (!options_.input_is_parallel && tp.size() > 1) {
     dinp_local_ = Tensor({max_tokens, in_per_partition_});
     gather_scratch_ = Tensor({tp.size(), max_tokens, in_per_partition_});
@@ -33,7 +39,13 @@ void RowParallelLinear::forward(float* out, const float* inp, int64_t N) {
   const float* x = split_input ? inp + int64_t(tp_.rank()) * in_pp : inp;
   const int64_t ld_x = split_input ? options_.in_features : in_pp;
   // partial Y (N, out) = X_i (N, in_pp) · A_i^T, A_i (out, in_pp)
-  gemm(Trans::No, Trans::Yes, N, out_f, in_pp, 1.0f, x, ld_x, weight.value.f32(), in_pp, 0.0f, out, out_f);
+  if (options_.precision == Precision::BF16) {
+    const bf16* xb = x_bf16_.load(x, N, in_pp, ld_x);
+    const bf16* wb = w_bf16_.load(weight.value.f32(), out_f, in_pp, in_pp);
+    gemm_bf16(Trans::No, Trans::Yes, N, out_f, in_pp, 1.0f, xb, in_pp, wb, in_pp, 0.0f, out, out_f);
+  } else {
+    gemm(Trans::No, Trans::Yes, N, out_f, in_pp, 1.0f, x, ld_x, weight.value.f32(), in_pp, 0.0f, out, out_f);
+  }
   reduce_from_tp_forward(tp_, std::span<float>(out, size_t(N * out_f)));
   if (options_.bias) add_bias(out, bias.value.f32(), N, out_f);  // once, after the reduction
 }
@@ -45,9 +57,16 @@ void RowParallelLinear::backward(float* dinp, const float* dout, const float* in
   const int64_t ld_x = split_input ? options_.in_features : in_pp;
   float* dx = split_input ? dinp_local_.f32() : dinp;
   // dX_i (N, in_pp) = dY (N, out) · A_i (out, in_pp): no communication (g backward is the identity)
-  gemm(Trans::No, Trans::No, N, in_pp, out_f, 1.0f, dout, out_f, weight.value.f32(), in_pp, 0.0f, dx, in_pp);
   // dA_i (out, in_pp) += dY^T (out, N) · X_i (N, in_pp)
-  gemm(Trans::Yes, Trans::No, out_f, in_pp, N, 1.0f, dout, out_f, x, ld_x, 1.0f, weight.grad.f32(), in_pp);
+  if (options_.precision == Precision::BF16) {
+    const bf16* dyb = dy_bf16_.load(dout, N, out_f, out_f);
+    gemm_bf16(Trans::No, Trans::No, N, in_pp, out_f, 1.0f, dyb, out_f, w_bf16_.data(), in_pp, 0.0f, dx, in_pp);
+    gemm_bf16(Trans::Yes, Trans::No, out_f, in_pp, N, 1.0f, dyb, out_f, x_bf16_.data(), in_pp, 1.0f,
+              weight.grad.f32(), in_pp);
+  } else {
+    gemm(Trans::No, Trans::No, N, in_pp, out_f, 1.0f, dout, out_f, weight.value.f32(), in_pp, 0.0f, dx, in_pp);
+    gemm(Trans::Yes, Trans::No, out_f, in_pp, N, 1.0f, dout, out_f, x, ld_x, 1.0f, weight.grad.f32(), in_pp);
+  }
   if (options_.bias) bias_backward(bias.grad.f32(), dout, N, out_f);
   if (split_input) gather_from_tp_forward(tp_, dinp, dx, N, in_pp, gather_scratch_.f32());
 }

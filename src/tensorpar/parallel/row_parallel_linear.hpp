@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "tensorpar/comm/process_group.hpp"
+#include "tensorpar/kernels/matmul.hpp"
 #include "tensorpar/parallel/parameter.hpp"
 
 namespace tensorpar {
@@ -20,6 +21,7 @@ struct RowParallelOptions {
   bool input_is_parallel = true;  // false: X is whole on every rank and each rank reads its columns
   uint64_t seed = 0;
   float init_std = 0.02f;
+  Precision precision = Precision::F32;  // of the GEMMs; parameters and gradients are always f32
 };
 
 class RowParallelLinear {
@@ -47,6 +49,7 @@ class RowParallelLinear {
   int64_t in_per_partition_ = 0;
   int64_t max_tokens_ = 0;
   Tensor dinp_local_, gather_scratch_;  // only when !input_is_parallel
+  Bf16Operand x_bf16_, w_bf16_, dy_bf16_;  // bf16 mode, as in ColumnParallelLinear
 };
 
 }  // namespace tensorpar

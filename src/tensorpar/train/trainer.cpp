@@ -88,7 +88,7 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
     val_loader = std::make_unique<DataLoader>(all.last(size_t(val_tokens)), o.batch, o.seq, dp.rank(), dp.size(),
                                               o.data + " (validation split)");
 
-  TransformerLM model(tp, config, o.batch, o.seq, o.seed);
+  TransformerLM model(tp, config, o.batch, o.seq, o.seed, o.compute);
   if (!o.init.empty()) io::load_hf_checkpoint(tp, model, o.init);
   AdamW optimizer(model.parameters(), o.adamw);
   LrSchedule schedule = o.schedule;

@@ -9,6 +9,7 @@
 
 #include "tensorpar/comm/process_group.hpp"
 #include "tensorpar/model/config.hpp"
+#include "tensorpar/model/transformer.hpp"
 #include "tensorpar/train/adamw.hpp"
 #include "tensorpar/train/lr_schedule.hpp"
 
@@ -30,6 +31,7 @@ struct TrainOptions {
   int64_t val_every = 0;      // steps between validations (0: only at the end)
   int64_t val_batches = 4;
   bool progress = true;       // live progress line on rank 0 (stderr)
+  TransformerOptions compute;  // precision
 };
 
 struct StepRecord {

@@ -1,0 +1,76 @@
+// tensorpar bench: training throughput of a preset model against this machine's measured peak.
+#include <nlohmann/json.hpp>
+
+#include "tensorpar/cli/command.hpp"
+#include "tensorpar/core/profile.hpp"
+#include "tensorpar/train/benchmark.hpp"
+
+namespace tensorpar::cli {
+
+void add_bench_command(CLI::App& app, Runner& run) {
+  auto* cmd = app.add_subcommand("bench", "measure training throughput (tokens/s, GFLOP/s, MFU, comm share, memory)");
+  auto o = std::make_shared<BenchOptions>();
+  auto json = std::make_shared<bool>(false);
+  cmd->add_option("--preset", o->preset, "gpt-bench or gpt2-small")->capture_default_str();
+  cmd->add_option("--steps", o->steps, "timed steps")->capture_default_str();
+  cmd->add_option("--warmup", o->warmup_steps, "untimed steps first")->capture_default_str();
+  cmd->add_option("--batch", o->batch, "override the preset's batch size");
+  cmd->add_option("--tp", o->tp, "tensor-parallel degree (default: all ranks)");
+  auto overlap = std::make_shared<std::string>("deferred");
+  auto precision = std::make_shared<std::string>("f32");
+  cmd->add_option("--precision", *precision, "f32 or bf16 GEMMs")->check(CLI::IsMember({"f32", "bf16"}))->capture_default_str();
+  cmd->add_option("--overlap", *overlap,
+                  "dX all-reduce of the backward: nonblocking (MPI_Iallreduce during the dW GEMM) or deferred "
+                  "(blocking, after it)")
+      ->check(CLI::IsMember({"nonblocking", "deferred"}))
+      ->capture_default_str();
+  cmd->add_flag("--profile", o->profile, "print where the time of a step goes (rank 0)");
+  cmd->add_flag("--json", *json, "print one JSON object as the last stdout line");
+  cmd->callback([=, &run] {
+    run = [=](ProcessGroup& world) {
+      BenchOptions options = *o;
+      options.async_mode = *overlap == "nonblocking" ? AsyncMode::Nonblocking : AsyncMode::Deferred;
+      options.compute.precision = parse_precision(*precision);
+      const BenchResult r = run_benchmark(world, options);
+      const nlohmann::json j{{"preset", o->preset},
+                             {"overlap", *overlap},
+                             {"precision", *precision},
+                             {"mfu_bf16", r.mfu_bf16},
+                             {"tp", r.tp},
+                             {"dp", r.dp},
+                             {"threads_per_rank", r.threads_per_rank},
+                             {"parameters", r.parameters},
+                             {"tokens_per_s", r.tokens_per_s},
+                             {"step_seconds", r.step_seconds},
+                             {"achieved_gflops", r.achieved_gflops},
+                             {"peak_gflops", r.peak_gflops},
+                             {"peak_gflops_per_core", r.peak_gflops_per_core},
+                             {"mfu", r.mfu},
+                             {"comm_fraction", r.comm_fraction},
+                             {"peak_rss_mb", r.peak_rss_mb},
+                             {"loss", r.loss}};
+      print_rank0(world,
+                  fmt::format("{}: TP={} DP={} x {} thread(s), {:.1f}M parameters\n"
+                              "  {:.0f} tokens/s, {:.3f} s/step\n"
+                              "  {:.1f} GFLOP/s achieved of {:.1f} peak ({:.1f} per core measured now): MFU {:.1f}%\n"
+                              "  communication {:.1f}% of step time, peak RSS {:.0f} MB per rank\n{}",
+                              o->preset, r.tp, r.dp, r.threads_per_rank, double(r.parameters) / 1e6, r.tokens_per_s,
+                              r.step_seconds, r.achieved_gflops, r.peak_gflops, r.peak_gflops_per_core, 100 * r.mfu,
+                              100 * r.comm_fraction, r.peak_rss_mb,
+                              r.mfu_bf16 > 0 ? fmt::format("  bf16: MFU {:.1f}% of the {:.1f} GFLOP/s bf16 peak\n",
+                                                           100 * r.mfu_bf16, r.peak_bf16_gflops)
+                                             : ""));
+      if (o->profile) {
+        std::string table = "  per step, rank 0 (phases nest; collectives include waiting for the other ranks):\n";
+        for (const auto& [phase, e] : profile())
+          table += fmt::format("    {:<32} {:8.2f} ms {:5.1f}%  ({} calls)\n", phase, 1e3 * e.seconds / double(o->steps),
+                               100 * e.seconds / (r.step_seconds * double(o->steps)), e.calls / o->steps);
+        print_rank0(world, table);
+      }
+      if (*json) print_rank0(world, j.dump() + "\n");
+      return 0;
+    };
+  });
+}
+
+}  // namespace tensorpar::cli

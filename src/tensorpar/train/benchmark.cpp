@@ -1,0 +1,122 @@
+#include "tensorpar/train/benchmark.hpp"
+
+#include <sys/resource.h>
+
+#include <chrono>
+
+#include "tensorpar/comm/mesh.hpp"
+#include "tensorpar/core/profile.hpp"
+#include "tensorpar/core/rng.hpp"
+#include "tensorpar/kernels/gemm.hpp"
+#include "tensorpar/kernels/peak_flops.hpp"
+#include "tensorpar/model/transformer.hpp"
+#include "tensorpar/train/adamw.hpp"
+#include "tensorpar/train/grad_norm.hpp"
+
+namespace tensorpar {
+
+BenchPreset bench_preset(const std::string& name) {
+  BenchPreset p;
+  p.model.family = ModelFamily::Gpt2;
+  if (name == "gpt-bench") {
+    p.model.vocab_size = 256;
+    p.model.layers = 4;
+    p.model.hidden = 768;
+    p.model.heads = 12;
+    p.model.max_seq = p.seq = 256;
+    p.batch = 8;
+  } else if (name == "gpt2-small") {
+    p.model.vocab_size = 50304;
+    p.model.layers = 12;
+    p.model.hidden = 768;
+    p.model.heads = 12;
+    p.model.max_seq = p.seq = 1024;
+    p.batch = 4;
+  } else {
+    throw ConfigError(fmt::format("unknown preset '{}'; use gpt-bench or gpt2-small", name));
+  }
+  return p;
+}
+
+BenchResult run_benchmark(ProcessGroup& world, const BenchOptions& o) {
+  BenchPreset preset = bench_preset(o.preset);
+  if (o.batch > 0) preset.batch = o.batch;
+  TP_CHECK(o.steps >= 1 && o.warmup_steps >= 0, ConfigError, "--steps must be >= 1 and --warmup >= 0");
+  Mesh mesh(world, o.tp > 0 ? o.tp : world.size());
+  ProcessGroup &tp = mesh.tp(), &dp = mesh.dp();
+  tp.set_async_mode(o.async_mode);
+
+  // the peak of one core of this machine, measured while every rank measures at once
+  world.barrier();
+  const PeakFlops peak = measure_peak_flops();
+  double peak_sum = peak.f32_per_core;
+  world.all_reduce(std::span<double>(&peak_sum, 1));
+
+  const int64_t B = preset.batch, T = preset.seq;
+  TransformerLM model(tp, preset.model, B, T, o.seed, o.compute);
+  AdamW optimizer(model.parameters(), {});
+  // synthetic tokens, the same on every TP rank, different per data-parallel rank
+  std::vector<int32_t> x(size_t(B * T)), y(x.size());
+  const PhiloxKey key = philox_key(o.seed + uint64_t(dp.rank()), "bench tokens");
+  for (size_t i = 0; i < x.size(); ++i) {
+    x[i] = int32_t(philox_uniform(key, 2 * i) * float(preset.model.vocab_size));
+    y[i] = int32_t(philox_uniform(key, 2 * i + 1) * float(preset.model.vocab_size));
+  }
+  auto step = [&] {
+    model.zero_grad();
+    const float loss = model.forward(x.data(), y.data(), B, T);
+    model.backward(x.data(), y.data(), B, T);
+    if (dp.size() > 1)
+      for (Parameter* p : model.parameters()) dp.all_reduce(p->grad.span());
+    TP_PROFILE_SCOPE("grad norm+AdamW");
+    clip_grad_norm(tp, model.parameters(), 1.0);
+    optimizer.step(1e-4f);
+    return loss;
+  };
+  for (int64_t i = 0; i < o.warmup_steps; ++i) step();
+  world.barrier();
+  tp.reset_stats();
+  dp.reset_stats();
+  set_profiling(o.profile);
+  reset_profile();
+  const auto t0 = std::chrono::steady_clock::now();
+  float loss = 0;
+  for (int64_t i = 0; i < o.steps; ++i) loss = step();
+  set_profiling(false);
+  world.barrier();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  BenchResult r;
+  r.tp = tp.size();
+  r.dp = dp.size();
+  r.threads_per_rank = num_threads();
+  r.parameters = preset.model.parameter_count();
+  r.loss = loss;
+  r.step_seconds = seconds / double(o.steps);
+  r.tokens_per_s = double(B * T * dp.size()) / r.step_seconds;
+  const ModelConfig& c = preset.model;
+  r.model_gflops_per_token = (6.0 * double(r.parameters) + 12.0 * double(c.layers * T * c.hidden)) * 1e-9;
+  r.achieved_gflops = r.tokens_per_s * r.model_gflops_per_token;
+  r.peak_gflops_per_core = peak_sum / world.size();
+  // MFU against the peak of the arithmetic the GEMMs use: bf16 dot products in bf16 mode
+  if (o.compute.precision == Precision::BF16) {
+    double bf16_sum = peak.bf16_per_core;
+    world.all_reduce(std::span<double>(&bf16_sum, 1));
+    r.peak_bf16_gflops = bf16_sum * r.threads_per_rank;
+  }
+  r.peak_gflops = peak_sum * r.threads_per_rank;
+  r.mfu = r.achieved_gflops / r.peak_gflops;
+  if (r.peak_bf16_gflops > 0) r.mfu_bf16 = r.achieved_gflops / r.peak_bf16_gflops;
+  double comm[2] = {(tp.stats().seconds + dp.stats().seconds) / seconds, 0};
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  comm[1] = double(usage.ru_maxrss) / 1024.0;  // kB -> MB
+  double sum_comm = comm[0], max_rss = comm[1];
+  world.all_reduce(std::span<double>(&sum_comm, 1));
+  world.all_reduce(std::span<double>(&max_rss, 1), {ReduceOp::Max});
+  r.comm_fraction = sum_comm / world.size();
+  r.peak_rss_mb = max_rss;
+  return r;
+}
+
+}  // namespace tensorpar

@@ -1,0 +1,52 @@
+// Training-throughput benchmark: warm-up then timed steps of a preset model on synthetic tokens,
+// reported against this machine's peak measured at start (tokens/s, model GFLOP/s, MFU), with the
+// share of step time spent blocked in communication and the peak resident memory per rank.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "tensorpar/comm/process_group.hpp"
+#include "tensorpar/model/config.hpp"
+#include "tensorpar/model/transformer.hpp"
+
+namespace tensorpar {
+
+struct BenchOptions {
+  std::string preset = "gpt-bench";
+  int tp = 0;  // 0: all ranks
+  int64_t warmup_steps = 2, steps = 5;
+  int64_t batch = 0;  // 0: the preset's
+  uint64_t seed = 1;
+  bool profile = false;
+  TransformerOptions compute;  // precision
+  AsyncMode async_mode = AsyncMode::Deferred;  // how the backward's dX all-reduce meets the dW GEMM  // collect the per-phase time table (core/profile.hpp) over the timed steps
+};
+
+struct BenchPreset {
+  ModelConfig model;
+  int64_t seq = 0, batch = 0;
+};
+// "gpt-bench": 4 layers, hidden 768, 12 heads, seq 256, batch 8, byte vocabulary;
+// "gpt2-small": 12/768/12, seq 1024, vocab 50304, batch 4. ConfigError for other names.
+BenchPreset bench_preset(const std::string& name);
+
+struct BenchResult {
+  int tp = 1, dp = 1, threads_per_rank = 1;
+  int64_t parameters = 0;
+  double tokens_per_s = 0;
+  double step_seconds = 0;
+  double model_gflops_per_token = 0;  // 6 * params + 12 * layers * seq * hidden, in GFLOP
+  double achieved_gflops = 0;         // whole job
+  double peak_gflops = 0;             // whole job: measured per-core peak x cores in use
+  double peak_gflops_per_core = 0;
+  double mfu = 0;               // against the f32 FMA peak
+  double peak_bf16_gflops = 0;  // bf16 runs: whole job, measured vdpbf16ps peak
+  double mfu_bf16 = 0;          // bf16 runs: against the bf16 peak
+  double comm_fraction = 0;           // mean over ranks of (time blocked in collectives / step time)
+  double peak_rss_mb = 0;             // max over ranks
+  float loss = 0;
+};
+
+BenchResult run_benchmark(ProcessGroup& world, const BenchOptions& options);
+
+}  // namespace tensorpar
