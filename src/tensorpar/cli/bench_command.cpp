@@ -24,6 +24,7 @@ void add_bench_command(CLI::App& app, Runner& run) {
                   "(blocking, after it)")
       ->check(CLI::IsMember({"nonblocking", "deferred"}))
       ->capture_default_str();
+  cmd->add_flag("--sequence-parallel", o->compute.sequence_parallel, "sequence parallelism");
   cmd->add_flag("--profile", o->profile, "print where the time of a step goes (rank 0)");
   cmd->add_flag("--json", *json, "print one JSON object as the last stdout line");
   cmd->callback([=, &run] {
@@ -35,6 +36,7 @@ void add_bench_command(CLI::App& app, Runner& run) {
       const nlohmann::json j{{"preset", o->preset},
                              {"overlap", *overlap},
                              {"precision", *precision},
+                             {"sequence_parallel", o->compute.sequence_parallel},
                              {"mfu_bf16", r.mfu_bf16},
                              {"tp", r.tp},
                              {"dp", r.dp},

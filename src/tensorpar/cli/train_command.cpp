@@ -51,6 +51,8 @@ void add_train_command(CLI::App& app, Runner& run) {
   cmd->add_option("--precision", *precision, "GEMM precision: f32, or bf16 (f32 master weights and accumulation)")
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
+  cmd->add_flag("--sequence-parallel", o->compute.sequence_parallel,
+                "split the tokens outside the tensor-parallel regions over the group (Korthikanti et al. 2022)");
   cmd->add_flag("--json", *json, "print one JSON object with the results as the last line of stdout");
   cmd->callback([=, &run] {
     run = [=](ProcessGroup& world) {

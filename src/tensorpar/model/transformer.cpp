@@ -35,9 +35,11 @@ struct TransformerLM::Block {
   Tensor norm1_out, mid, norm2_out;  // (B*T, hidden): mid = residual after attention
 
   static AttentionOptions attention_options(const ModelConfig& c, const TransformerOptions& t, const Names& n,
-                                            uint64_t seed, float proj_std) {
+                                            uint64_t seed, float proj_std, SequenceParallelWorkspace* workspace) {
     AttentionOptions o;
     o.precision = t.precision;
+    o.workspace = t.sequence_parallel ? workspace : nullptr;
+    o.sequence_parallel = t.sequence_parallel;
     o.qkv_name = n.qkv;
     o.proj_name = n.attn_proj;
     o.hidden = c.hidden;
@@ -52,9 +54,11 @@ struct TransformerLM::Block {
     return o;
   }
   static MlpOptions mlp_options(const ModelConfig& c, const TransformerOptions& t, const Names& n, uint64_t seed,
-                                float proj_std) {
+                                float proj_std, SequenceParallelWorkspace* workspace) {
     MlpOptions o;
     o.precision = t.precision;
+    o.workspace = t.sequence_parallel ? workspace : nullptr;
+    o.sequence_parallel = t.sequence_parallel;
     o.fc_name = n.fc;
     o.proj_name = n.mlp_proj;
     o.hidden = c.hidden;
@@ -66,25 +70,26 @@ struct TransformerLM::Block {
     return o;
   }
 
+  // local_tokens: B*T, or B*T/t with sequence parallelism (the rows of x, out and the norms)
   Block(ProcessGroup& tp, const ModelConfig& c, const TransformerOptions& t, int64_t layer, int64_t B, int64_t T,
-        uint64_t seed)
-      : Block(tp, c, t, names(c.family, layer), B, T, seed,
-              0.02f / std::sqrt(2.0f * float(c.layers))) {}  // GPT-2's scaled residual projections
+        int64_t local_tokens, uint64_t seed, SequenceParallelWorkspace* workspace)
+      : Block(tp, c, t, names(c.family, layer), B, T, local_tokens, seed,
+              0.02f / std::sqrt(2.0f * float(c.layers)), workspace) {}  // GPT-2's scaled residual projections
   Block(ProcessGroup& tp, const ModelConfig& c, const TransformerOptions& t, const Names& n, int64_t B, int64_t T,
-        uint64_t seed, float proj_std)
+        int64_t local_tokens, uint64_t seed, float proj_std, SequenceParallelWorkspace* workspace)
       : norm1(c.family == ModelFamily::Gpt2 ? NormKind::LayerNorm : NormKind::RMSNorm, n.norm1, c.hidden, c.norm_eps,
-              tp.size(), B * T),
-        attention(tp, attention_options(c, t, n, seed, proj_std), B, T),
+              tp.size(), local_tokens),
+        attention(tp, attention_options(c, t, n, seed, proj_std, workspace), B, T),
         norm2(c.family == ModelFamily::Gpt2 ? NormKind::LayerNorm : NormKind::RMSNorm, n.norm2, c.hidden, c.norm_eps,
-              tp.size(), B * T),
-        mlp(tp, mlp_options(c, t, n, seed, proj_std), B * T),
-        norm1_out({B * T, c.hidden}),
-        mid({B * T, c.hidden}),
-        norm2_out({B * T, c.hidden}) {}
+              tp.size(), local_tokens),
+        mlp(tp, mlp_options(c, t, n, seed, proj_std, workspace), B * T),
+        norm1_out({local_tokens, c.hidden}),
+        mid({local_tokens, c.hidden}),
+        norm2_out({local_tokens, c.hidden}) {}
 
-  // out = x + attn(norm1(x)) + mlp(norm2(...))
-  void forward(float* out, const float* x, int64_t B, int64_t T) {
-    const int64_t N = B * T, C = norm1_out.dim(1);
+  // out = x + attn(norm1(x)) + mlp(norm2(...)); x and out hold Nl rows (all tokens, or this rank's)
+  void forward(float* out, const float* x, int64_t B, int64_t T, int64_t Nl) {
+    const int64_t N = Nl, C = norm1_out.dim(1);
     {
       TP_PROFILE_SCOPE("block.norm+residual forward");
       norm1.forward(norm1_out.f32(), x, N);
@@ -100,17 +105,17 @@ struct TransformerLM::Block {
     }
     {
       TP_PROFILE_SCOPE("mlp forward");
-      mlp.forward(out, norm2_out.f32(), N);
+      mlp.forward(out, norm2_out.f32(), B * T);
     }
     TP_PROFILE_SCOPE("block.norm+residual forward");
     add_inplace(out, mid.f32(), N * C);
   }
   // grad (N, C): gradient wrt this block's output on entry, wrt its input on return.
-  void backward(float* grad, float* grad_norm, const float* x, int64_t B, int64_t T) {
-    const int64_t N = B * T;
+  void backward(float* grad, float* grad_norm, const float* x, int64_t B, int64_t T, int64_t Nl) {
+    const int64_t N = Nl;
     {
       TP_PROFILE_SCOPE("mlp backward");
-      mlp.backward(grad_norm, grad, norm2_out.f32(), N);
+      mlp.backward(grad_norm, grad, norm2_out.f32(), B * T);
     }
     {
       TP_PROFILE_SCOPE("block.norm backward");
@@ -122,6 +127,10 @@ struct TransformerLM::Block {
     }
     TP_PROFILE_SCOPE("block.norm backward");
     norm1.backward(grad, grad_norm, x, N);  // grad += : now wrt x
+  }
+  void collect_norm_parameters(std::vector<Parameter*>& out) {
+    norm1.collect_parameters(out);
+    norm2.collect_parameters(out);
   }
   void collect_parameters(std::vector<Parameter*>& out) {
     norm1.collect_parameters(out);
@@ -138,13 +147,18 @@ TransformerLM::TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_
       options_(options),
       batch_(batch),
       seq_(seq),
-      embedding_(tp, {names(config.family, 0).embedding, config.vocab_size, config.hidden, seed, 0.02f}),
+      sp_workspace_(options.sequence_parallel && tp.size() > 1
+                        ? std::make_unique<SequenceParallelWorkspace>(batch * seq, config.hidden, options.precision)
+                        : nullptr),
+      embedding_(tp, {names(config.family, 0).embedding, config.vocab_size, config.hidden, seed, 0.02f,
+                      sp_workspace_.get()}),
       final_norm_(config.family == ModelFamily::Gpt2 ? NormKind::LayerNorm : NormKind::RMSNorm,
-                  names(config.family, 0).final_norm, config.hidden, config.norm_eps, tp.size(), batch * seq) {
+                  names(config.family, 0).final_norm, config.hidden, config.norm_eps, tp.size(),
+                  local_tokens(batch * seq)) {
   TP_CHECK(seq >= 1 && seq <= config.max_seq, ConfigError,
            "sequence length {} must be between 1 and the model's maximum of {} positions", seq, config.max_seq);
   TP_CHECK(batch >= 1, ConfigError, "batch size must be at least 1 (got {})", batch);
-  const int64_t N = batch * seq, C = config.hidden;
+  const int64_t N = batch * seq, C = config.hidden, Nl = local_tokens(N);
   parameters_.push_back(&embedding_.weight);
   if (config.family == ModelFamily::Gpt2) {
     position_ = make_replicated("wpe.weight", {config.max_seq, C}, tp.size(), true);
@@ -152,7 +166,7 @@ TransformerLM::TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_
     parameters_.push_back(&position_);
   }
   for (int64_t l = 0; l < config.layers; ++l) {
-    blocks_.push_back(std::make_unique<Block>(tp, config, options, l, batch, seq, seed));
+    blocks_.push_back(std::make_unique<Block>(tp, config, options, l, batch, seq, Nl, seed, sp_workspace_.get()));
     blocks_.back()->collect_parameters(parameters_);
   }
   final_norm_.collect_parameters(parameters_);
@@ -165,12 +179,41 @@ TransformerLM::TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_
     head = &lm_head_weight_;
     parameters_.push_back(head);
   }
-  lm_head_ = std::make_unique<ParallelLmHead>(tp, *head, shard, N, options.precision);
-  residuals_ = Tensor({config.layers + 1, N, C});
-  final_out_ = Tensor({N, C});
+  lm_head_ = std::make_unique<ParallelLmHead>(tp, *head, shard, N, options.precision, sp_workspace_.get());
+  residuals_ = Tensor({config.layers + 1, Nl, C});
+  final_out_ = Tensor({Nl, C});
   losses_ = Tensor({N});
-  grad_ = Tensor({N, C});
-  grad_norm_ = Tensor({N, C});
+  grad_ = Tensor({Nl, C});
+  grad_norm_ = Tensor({Nl, C});
+  if (sequence_parallel()) {
+    // replicated parameters applied to this rank's tokens only: their gradients are partial sums
+    for (auto& block : blocks_) block->collect_norm_parameters(partial_grad_parameters_);
+    final_norm_.collect_parameters(partial_grad_parameters_);
+    if (config.family == ModelFamily::Gpt2) partial_grad_parameters_.push_back(&position_);
+    int64_t total = 0;
+    for (const Parameter* p : partial_grad_parameters_) total += p->grad.numel();
+    partial_grad_buffer_ = Tensor({total});
+  }
+}
+
+int64_t TransformerLM::local_tokens(int64_t N) const {
+  return sp_workspace_ ? tokens_per_rank(tp_, N) : N;
+}
+
+void TransformerLM::sum_partial_gradients() {
+  // pack, one all-reduce over the group, unpack (sequence parallelism only)
+  float* buffer = partial_grad_buffer_.f32();
+  int64_t offset = 0;
+  for (const Parameter* p : partial_grad_parameters_) {
+    std::memcpy(buffer + offset, p->grad.f32(), p->grad.nbytes());
+    offset += p->grad.numel();
+  }
+  tp_.all_reduce(partial_grad_buffer_.span());
+  offset = 0;
+  for (Parameter* p : partial_grad_parameters_) {
+    std::memcpy(p->grad.f32(), buffer + offset, p->grad.nbytes());
+    offset += p->grad.numel();
+  }
 }
 
 TransformerLM::~TransformerLM() = default;
@@ -186,18 +229,20 @@ void TransformerLM::zero_grad() {
 }
 
 void TransformerLM::embed(const int32_t* tokens, int64_t B, int64_t T) {
-  const int64_t C = config_.hidden;
+  const int64_t C = config_.hidden, N = B * T, Nl = local_tokens(N);
   float* x0 = residuals_.f32();
-  embedding_.forward(x0, tokens, B * T);
-  if (config_.family == ModelFamily::Gpt2)
-    for (int64_t b = 0; b < B; ++b) add_inplace(x0 + b * T * C, position_.value.f32(), T * C);
+  embedding_.forward(x0, tokens, N);
+  if (config_.family != ModelFamily::Gpt2) return;
+  // this rank's tokens are [first, first + Nl) of the batch; token n sits at position n % T
+  const int64_t first = Nl == N ? 0 : tp_.rank() * Nl;
+  for (int64_t i = 0; i < Nl; ++i) add_inplace(x0 + i * C, position_.value.f32() + (first + i) % T * C, C);
 }
 
 void TransformerLM::run_blocks(int64_t B, int64_t T) {
-  const int64_t NC = B * T * config_.hidden;
+  const int64_t Nl = local_tokens(B * T), NC = Nl * config_.hidden;
   for (size_t l = 0; l < blocks_.size(); ++l)
-    blocks_[l]->forward(residuals_.f32() + (l + 1) * NC, residuals_.f32() + l * NC, B, T);
-  final_norm_.forward(final_out_.f32(), residuals_.f32() + blocks_.size() * NC, B * T);
+    blocks_[l]->forward(residuals_.f32() + (l + 1) * NC, residuals_.f32() + l * NC, B, T, Nl);
+  final_norm_.forward(final_out_.f32(), residuals_.f32() + blocks_.size() * NC, Nl);
 }
 
 float TransformerLM::forward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T) {
@@ -215,7 +260,7 @@ float TransformerLM::forward(const int32_t* tokens, const int32_t* targets, int6
 }
 
 void TransformerLM::backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, float loss_scale) {
-  const int64_t N = B * T, C = config_.hidden, NC = N * C;
+  const int64_t N = B * T, C = config_.hidden, Nl = local_tokens(N), NC = Nl * C;
   float* grad = grad_.f32();
   float* grad_norm = grad_norm_.f32();
   {
@@ -223,12 +268,16 @@ void TransformerLM::backward(const int32_t* tokens, const int32_t* targets, int6
     lm_head_->backward(grad_norm, final_out_.f32(), targets, N, loss_scale / float(N));
   }
   grad_.zero();
-  final_norm_.backward(grad, grad_norm, residuals_.f32() + blocks_.size() * NC, N);
-  for (size_t l = blocks_.size(); l-- > 0;) blocks_[l]->backward(grad, grad_norm, residuals_.f32() + l * NC, B, T);
+  final_norm_.backward(grad, grad_norm, residuals_.f32() + blocks_.size() * NC, Nl);
+  for (size_t l = blocks_.size(); l-- > 0;)
+    blocks_[l]->backward(grad, grad_norm, residuals_.f32() + l * NC, B, T, Nl);
   TP_PROFILE_SCOPE("embedding backward");
   embedding_.backward(grad, tokens, N);
-  if (config_.family == ModelFamily::Gpt2)
-    for (int64_t b = 0; b < B; ++b) add_inplace(position_.grad.f32(), grad + b * T * C, T * C);
+  if (config_.family == ModelFamily::Gpt2) {
+    const int64_t first = Nl == N ? 0 : tp_.rank() * Nl;
+    for (int64_t i = 0; i < Nl; ++i) add_inplace(position_.grad.f32() + (first + i) % T * C, grad + i * C, C);
+  }
+  if (sequence_parallel()) sum_partial_gradients();
 }
 
 void TransformerLM::last_logits(float* out, const int32_t* tokens, int64_t B, int64_t T) {
@@ -237,6 +286,11 @@ void TransformerLM::last_logits(float* out, const int32_t* tokens, int64_t B, in
   embed(tokens, B, T);
   run_blocks(B, T);
   const int64_t C = config_.hidden, V_local = lm_head_->shard().local_size, t = tp_.size();
+  const float* final_out = final_out_.f32();
+  if (sequence_parallel()) {  // every rank needs the last token of every row
+    sequence_all_gather(tp_, sp_workspace_->gathered.f32(), final_out, B * T, C);
+    final_out = sp_workspace_->gathered.f32();
+  }
   if (logits_scratch_.numel() < B * V_local) {  // sized on first use, then reused
     logits_scratch_ = Tensor({batch_, V_local + C});
     gather_scratch_ = Tensor({t, batch_, V_local});
@@ -244,7 +298,7 @@ void TransformerLM::last_logits(float* out, const int32_t* tokens, int64_t B, in
   // the last position of each row, packed (B, C), then this rank's vocabulary columns (B, V_local)
   float* last = logits_scratch_.f32() + batch_ * V_local;
   for (int64_t b = 0; b < B; ++b)
-    std::memcpy(last + b * C, final_out_.f32() + ((b + 1) * T - 1) * C, size_t(C) * sizeof(float));
+    std::memcpy(last + b * C, final_out + ((b + 1) * T - 1) * C, size_t(C) * sizeof(float));
   lm_head_->logits(logits_scratch_.f32(), last, B);
   tp_.all_gather(std::span<float>(gather_scratch_.f32(), size_t(t * B * V_local)),
                  std::span<const float>(logits_scratch_.f32(), size_t(B * V_local)));

@@ -22,6 +22,9 @@ namespace tensorpar {
 // How the model computes (not what it computes).
 struct TransformerOptions {
   Precision precision = Precision::F32;  // of the GEMMs: bf16 operands with f32 accumulation
+  // Split the tokens outside the tensor-parallel regions over the group (Korthikanti et al.):
+  // reduce-scatter + all-gather instead of each all-reduce; norm activations shrink by t.
+  bool sequence_parallel = false;
 };
 
 class TransformerLM {
@@ -60,6 +63,8 @@ class TransformerLM {
   ModelConfig config_;
   TransformerOptions options_;
   int64_t batch_ = 0, seq_ = 0, last_tokens_ = 0;
+  // declared before the layers that use it: they are built with a pointer to it
+  std::unique_ptr<SequenceParallelWorkspace> sp_workspace_;
   VocabParallelEmbedding embedding_;
   Parameter position_;  // GPT-2 wpe, replicated (max_seq, hidden)
   std::vector<std::unique_ptr<Block>> blocks_;
@@ -74,6 +79,13 @@ class TransformerLM {
   Tensor grad_;        // (B*T, hidden): gradient of the residual stream, updated in place block by block
   Tensor grad_norm_;   // (B*T, hidden): gradient at a norm's output
   Tensor logits_scratch_, gather_scratch_;  // last_logits
+
+  // sequence parallelism
+  bool sequence_parallel() const { return sp_workspace_ != nullptr; }
+  int64_t local_tokens(int64_t N) const;  // tokens of N this rank holds outside the TP regions
+  void sum_partial_gradients();           // norms and positions saw only this rank's tokens
+  std::vector<Parameter*> partial_grad_parameters_;
+  Tensor partial_grad_buffer_;  // all of their gradients packed, for one all-reduce
 };
 
 }  // namespace tensorpar

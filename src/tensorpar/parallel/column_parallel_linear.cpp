@@ -11,6 +11,8 @@ ColumnParallelLinear::ColumnParallelLinear(ProcessGroup& tp, const ColumnParalle
                                            int64_t max_tokens)
     : tp_(tp), options_(options), max_tokens_(max_tokens) {
   if (options_.segments.empty()) options_.segments = {options_.out_features};
+  TP_CHECK(!(options_.sequence_parallel && options_.gather_output), ConfigError,
+           "{}: gather_output and sequence parallelism do not combine", options_.name);
   weight = make_sharded(options_.name + ".weight", {options_.out_features, options_.in_features}, 0,
                         options_.segments, tp.rank(), tp.size(), /*weight_decay=*/true);
   out_per_partition_ = weight.value.dim(0);
@@ -19,7 +21,7 @@ ColumnParallelLinear::ColumnParallelLinear(ProcessGroup& tp, const ColumnParalle
     bias = make_sharded(options_.name + ".bias", {options_.out_features}, 0, options_.segments, tp.rank(), tp.size(),
                         /*weight_decay=*/false);  // zero-initialised
   if (options_.precision == Precision::BF16) {
-    x_bf16_ = Bf16Operand(max_tokens, options_.in_features);
+    if (!sequence_parallel()) x_bf16_ = Bf16Operand(max_tokens, options_.in_features);
     w_bf16_ = Bf16Operand(out_per_partition_, options_.in_features);
     dy_bf16_ = Bf16Operand(max_tokens, out_per_partition_);
   }
@@ -34,19 +36,27 @@ void ColumnParallelLinear::collect_parameters(std::vector<Parameter*>& out) {
   if (options_.bias) out.push_back(&bias);
 }
 
+const float* ColumnParallelLinear::whole_input(const float* inp, int64_t N) {
+  if (!sequence_parallel()) return inp;
+  float* full = options_.workspace->gathered.f32();
+  sequence_all_gather(tp_, full, inp, N, options_.in_features);
+  return full;
+}
+
 void ColumnParallelLinear::forward(float* out, const float* inp, int64_t N) {
   TP_CHECK(N <= max_tokens_, ShapeError, "{}: {} tokens exceed the {} this layer was sized for", options_.name, N,
            max_tokens_);
   const int64_t in = options_.in_features, out_pp = out_per_partition_;
   const bool gather = options_.gather_output && tp_.size() > 1;
   float* y = gather ? local_out_.f32() : out;
+  const float* x = whole_input(inp, N);  // sequence parallel: all-gather the tokens
   // Y_i (N, out_pp) = X (N, in) · A_i^T, A_i (out_pp, in)
   if (options_.precision == Precision::BF16) {
-    const bf16* x = x_bf16_.load(inp, N, in, in);
+    const bf16* xb = (sequence_parallel() ? options_.workspace->gathered_bf16 : x_bf16_).load(x, N, in, in);
     const bf16* w = w_bf16_.load(weight.value.f32(), out_pp, in, in);
-    gemm_bf16(Trans::No, Trans::Yes, N, out_pp, in, 1.0f, x, in, w, in, 0.0f, y, out_pp);
+    gemm_bf16(Trans::No, Trans::Yes, N, out_pp, in, 1.0f, xb, in, w, in, 0.0f, y, out_pp);
   } else {
-    gemm(Trans::No, Trans::Yes, N, out_pp, in, 1.0f, inp, in, weight.value.f32(), in, 0.0f, y, out_pp);
+    gemm(Trans::No, Trans::Yes, N, out_pp, in, 1.0f, x, in, weight.value.f32(), in, 0.0f, y, out_pp);
   }
   if (options_.bias) add_bias(y, bias.value.f32(), N, out_pp);
   if (gather) gather_from_tp_forward(tp_, out, y, N, out_pp, gather_scratch_.f32());
@@ -58,19 +68,23 @@ void ColumnParallelLinear::backward(float* dinp, const float* dout, const float*
   const bool gather = options_.gather_output && tp_.size() > 1;
   const float* dy = gather ? dout + int64_t(tp_.rank()) * out_pp : dout;
   const int64_t ld_dy = gather ? out_pp * tp_.size() : out_pp;
+  // sequence parallel: gather the input tokens again (not kept since the forward), and collect the
+  // partial dX of all tokens to reduce-scatter it back to this rank's tokens
+  const float* x = whole_input(inp, N);
+  float* dx = sequence_parallel() ? options_.workspace->partial.f32() : dinp;
   // partial dX (N, in) = dY_i (N, out_pp) · A_i (out_pp, in); summed over the group (f backward),
   // while it travels: dA_i (out_pp, in) += dY_i^T (out_pp, N) · X (N, in)
   Work reduce;
   if (options_.precision == Precision::BF16) {
     const bf16* dyb = dy_bf16_.load(dy, N, out_pp, ld_dy);
-    gemm_bf16(Trans::No, Trans::No, N, in, out_pp, 1.0f, dyb, out_pp, w_bf16_.data(), in, 0.0f, dinp, in);
-    reduce = copy_to_tp_backward_async(tp_, std::span<float>(dinp, size_t(N * in)));
-    gemm_bf16(Trans::Yes, Trans::No, out_pp, in, N, 1.0f, dyb, out_pp, x_bf16_.data(), in, 1.0f, weight.grad.f32(),
-              in);
+    const bf16* xb = sequence_parallel() ? options_.workspace->gathered_bf16.load(x, N, in, in) : x_bf16_.data();
+    gemm_bf16(Trans::No, Trans::No, N, in, out_pp, 1.0f, dyb, out_pp, w_bf16_.data(), in, 0.0f, dx, in);
+    if (!sequence_parallel()) reduce = copy_to_tp_backward_async(tp_, std::span<float>(dx, size_t(N * in)));
+    gemm_bf16(Trans::Yes, Trans::No, out_pp, in, N, 1.0f, dyb, out_pp, xb, in, 1.0f, weight.grad.f32(), in);
   } else {
-    gemm(Trans::No, Trans::No, N, in, out_pp, 1.0f, dy, ld_dy, weight.value.f32(), in, 0.0f, dinp, in);
-    reduce = copy_to_tp_backward_async(tp_, std::span<float>(dinp, size_t(N * in)));
-    gemm(Trans::Yes, Trans::No, out_pp, in, N, 1.0f, dy, ld_dy, inp, in, 1.0f, weight.grad.f32(), in);
+    gemm(Trans::No, Trans::No, N, in, out_pp, 1.0f, dy, ld_dy, weight.value.f32(), in, 0.0f, dx, in);
+    if (!sequence_parallel()) reduce = copy_to_tp_backward_async(tp_, std::span<float>(dx, size_t(N * in)));
+    gemm(Trans::Yes, Trans::No, out_pp, in, N, 1.0f, dy, ld_dy, x, in, 1.0f, weight.grad.f32(), in);
   }
   if (options_.bias) {
     if (ld_dy == out_pp) {
@@ -81,7 +95,10 @@ void ColumnParallelLinear::backward(float* dinp, const float* dout, const float*
         for (int64_t j = 0; j < out_pp; ++j) db[j] += dy[n * ld_dy + j];
     }
   }
-  reduce.wait();
+  if (sequence_parallel())
+    sequence_reduce_scatter(tp_, dinp, dx, N, in);
+  else
+    reduce.wait();
 }
 
 }  // namespace tensorpar

@@ -9,6 +9,7 @@
 #include "tensorpar/comm/process_group.hpp"
 #include "tensorpar/kernels/matmul.hpp"
 #include "tensorpar/parallel/parameter.hpp"
+#include "tensorpar/parallel/sequence_parallel.hpp"
 
 namespace tensorpar {
 
@@ -24,6 +25,9 @@ struct ColumnParallelOptions {
   uint64_t seed = 0;
   float init_std = 0.02f;
   Precision precision = Precision::F32;  // of the GEMMs; parameters and gradients are always f32
+  // Sequence parallel when set: the input is this rank's N/t tokens, gathered here; dinp likewise.
+  SequenceParallelWorkspace* workspace = nullptr;
+  bool sequence_parallel = false;
 };
 
 class ColumnParallelLinear {
@@ -34,7 +38,10 @@ class ColumnParallelLinear {
   int64_t out_features() const { return options_.out_features; }
   int64_t out_features_per_partition() const { return out_per_partition_; }
 
-  // out (N, out_per_partition), or (N, out_features) with gather_output; inp (N, in)
+  bool sequence_parallel() const { return options_.sequence_parallel && tp_.size() > 1; }
+
+  // out (N, out_per_partition), or (N, out_features) with gather_output; inp (N, in), or this
+  // rank's (N/t, in) tokens when sequence parallel (then dinp is (N/t, in) too).
   void forward(float* out, const float* inp, int64_t N);
   // dinp (N, in) is written (not accumulated) with the group-summed input gradient;
   // weight.grad (out_pp, in) += dout_i^T inp; bias.grad (out_pp) += column sums of dout_i.
@@ -47,6 +54,8 @@ class ColumnParallelLinear {
   void collect_parameters(std::vector<Parameter*>& out);
 
  private:
+  // inp itself, or (sequence parallel) every rank's tokens all-gathered into the workspace.
+  const float* whole_input(const float* inp, int64_t N);
   ProcessGroup& tp_;
   ColumnParallelOptions options_;
   int64_t out_per_partition_ = 0;

@@ -40,6 +40,8 @@ ColumnParallelOptions qkv_options(const AttentionOptions& o) {
   c.seed = o.seed;
   c.init_std = o.init_std;
   c.precision = o.precision;
+  c.workspace = o.workspace;
+  c.sequence_parallel = o.sequence_parallel;
   return c;
 }
 
@@ -52,6 +54,8 @@ RowParallelOptions proj_options(const AttentionOptions& o) {
   r.seed = o.seed;
   r.init_std = o.proj_init_std;
   r.precision = o.precision;
+  r.workspace = o.workspace;
+  r.sequence_parallel = o.sequence_parallel;
   return r;
 }
 

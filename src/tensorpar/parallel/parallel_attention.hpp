@@ -31,6 +31,8 @@ struct AttentionOptions {
   float init_std = 0.02f;
   float proj_init_std = 0.02f;
   Precision precision = Precision::F32;  // of the projections; the attention core is f32
+  SequenceParallelWorkspace* workspace = nullptr;  // sequence parallel: inp/out/dinp/dout are N/t tokens
+  bool sequence_parallel = false;
 };
 
 class ParallelAttention {

@@ -7,13 +7,14 @@
 namespace tensorpar {
 
 ParallelLmHead::ParallelLmHead(ProcessGroup& tp, Parameter& weight, VocabShard shard, int64_t max_tokens,
-                               Precision precision)
+                               Precision precision, SequenceParallelWorkspace* workspace)
     : tp_(tp),
       weight_(weight),
       shard_(shard),
       hidden_(weight.value.dim(1)),
       max_tokens_(max_tokens),
-      precision_(precision) {
+      precision_(precision),
+      workspace_(workspace) {
   if (precision == Precision::BF16) {
     x_bf16_ = Bf16Operand(max_tokens, hidden_);
     w_bf16_ = Bf16Operand(shard.local_size, hidden_);
@@ -40,6 +41,11 @@ void ParallelLmHead::logits(float* out, const float* x, int64_t N) {
 
 float ParallelLmHead::forward(float* losses, const float* x, const int32_t* targets, int64_t N) {
   TP_CHECK(N <= max_tokens_, ShapeError, "LM head: {} tokens exceed the {} it was sized for", N, max_tokens_);
+  if (sequence_parallel()) {  // all tokens enter the vocabulary-parallel region
+    float* full = workspace_->gathered.f32();
+    sequence_all_gather(tp_, full, x, N, hidden_);
+    x = full;
+  }
   logits(logits_.f32(), x, N);
   return vocab_parallel_cross_entropy_forward(tp_, losses, row_max_.f32(), row_sumexp_.f32(), logits_.f32(), targets,
                                               N, shard_);
@@ -49,21 +55,32 @@ void ParallelLmHead::backward(float* dx, const float* x, const int32_t* targets,
   float* dlogits = logits_.f32();  // in place: the logits are not needed after this
   vocab_parallel_cross_entropy_backward(dlogits, dlogits, row_max_.f32(), row_sumexp_.f32(), targets, N, shard_, dloss);
   const int64_t V = shard_.local_size;
+  float* const dx_out = dx;
+  if (sequence_parallel()) {  // gather the input again; collect every token's partial dx to reduce-scatter
+    float* full = workspace_->gathered.f32();
+    sequence_all_gather(tp_, full, x, N, hidden_);
+    x = full;
+    dx = workspace_->partial.f32();
+    if (precision_ == Precision::BF16) x_bf16_.load(x, N, hidden_, hidden_);
+  }
   // partial dx (N, h) = dlogits (N, V) · W_i (V, h), summed over the group;
   // while it travels: dW_i (V, h) += dlogits^T (V, N) · x (N, h)
   Work reduce;
   if (precision_ == Precision::BF16) {
     const bf16* db = dlogits_bf16_.load(dlogits, N, V, V);
     gemm_bf16(Trans::No, Trans::No, N, hidden_, V, 1.0f, db, V, w_bf16_.data(), hidden_, 0.0f, dx, hidden_);
-    reduce = copy_to_tp_backward_async(tp_, std::span<float>(dx, size_t(N * hidden_)));
+    if (!sequence_parallel()) reduce = copy_to_tp_backward_async(tp_, std::span<float>(dx, size_t(N * hidden_)));
     gemm_bf16(Trans::Yes, Trans::No, V, hidden_, N, 1.0f, db, V, x_bf16_.data(), hidden_, 1.0f, weight_.grad.f32(),
               hidden_);
   } else {
     gemm(Trans::No, Trans::No, N, hidden_, V, 1.0f, dlogits, V, weight_.value.f32(), hidden_, 0.0f, dx, hidden_);
-    reduce = copy_to_tp_backward_async(tp_, std::span<float>(dx, size_t(N * hidden_)));
+    if (!sequence_parallel()) reduce = copy_to_tp_backward_async(tp_, std::span<float>(dx, size_t(N * hidden_)));
     gemm(Trans::Yes, Trans::No, V, hidden_, N, 1.0f, dlogits, V, x, hidden_, 1.0f, weight_.grad.f32(), hidden_);
   }
-  reduce.wait();
+  if (sequence_parallel())
+    sequence_reduce_scatter(tp_, dx_out, dx, N, hidden_);
+  else
+    reduce.wait();
 }
 
 }  // namespace tensorpar

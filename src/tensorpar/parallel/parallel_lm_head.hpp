@@ -7,6 +7,7 @@
 #include "tensorpar/comm/process_group.hpp"
 #include "tensorpar/kernels/matmul.hpp"
 #include "tensorpar/parallel/parameter.hpp"
+#include "tensorpar/parallel/sequence_parallel.hpp"
 #include "tensorpar/parallel/vocab_parallel_cross_entropy.hpp"
 
 namespace tensorpar {
@@ -14,8 +15,9 @@ namespace tensorpar {
 class ParallelLmHead {
  public:
   // `weight` is (V_padded / t, hidden) holding vocabulary rows [shard.start, shard.start + local_size).
+  // With a workspace the head is sequence parallel: x and dx are this rank's (N/t, hidden) tokens.
   ParallelLmHead(ProcessGroup& tp, Parameter& weight, VocabShard shard, int64_t max_tokens,
-                 Precision precision = Precision::F32);
+                 Precision precision = Precision::F32, SequenceParallelWorkspace* workspace = nullptr);
 
   // logits (N, local_size) of this rank's vocabulary columns for x (N, hidden).
   void logits(float* out, const float* x, int64_t N);
@@ -34,6 +36,8 @@ class ParallelLmHead {
   Tensor logits_;               // (max_tokens, local_size); becomes dlogits in backward
   Tensor row_max_, row_sumexp_;  // (max_tokens)
   Precision precision_;
+  SequenceParallelWorkspace* workspace_;
+  bool sequence_parallel() const { return workspace_ != nullptr && tp_.size() > 1; }
   Bf16Operand x_bf16_, w_bf16_, dlogits_bf16_;  // bf16 mode
 };
 

@@ -15,6 +15,8 @@ ColumnParallelOptions fc_options(const MlpOptions& o) {
   c.seed = o.seed;
   c.init_std = o.init_std;
   c.precision = o.precision;
+  c.workspace = o.workspace;
+  c.sequence_parallel = o.sequence_parallel;
   if (o.activation == MlpActivation::SwiGLU) {
     c.out_features = 2 * o.ffn_hidden;
     c.segments = {o.ffn_hidden, o.ffn_hidden};  // [gate | up], each split over the group
@@ -33,6 +35,8 @@ RowParallelOptions proj_options(const MlpOptions& o) {
   r.seed = o.seed;
   r.init_std = o.proj_init_std;
   r.precision = o.precision;
+  r.workspace = o.workspace;
+  r.sequence_parallel = o.sequence_parallel;
   return r;
 }
 

@@ -28,6 +28,8 @@ struct MlpOptions {
   float init_std = 0.02f;
   float proj_init_std = 0.02f;  // GPT-2 scales residual projections by 1/sqrt(2*layers)
   Precision precision = Precision::F32;
+  SequenceParallelWorkspace* workspace = nullptr;  // sequence parallel: inp/out/dinp/dout are N/t tokens
+  bool sequence_parallel = false;
 };
 
 class ParallelMLP {

@@ -38,16 +38,23 @@ void RowParallelLinear::forward(float* out, const float* inp, int64_t N) {
   const bool split_input = !options_.input_is_parallel && tp_.size() > 1;
   const float* x = split_input ? inp + int64_t(tp_.rank()) * in_pp : inp;
   const int64_t ld_x = split_input ? options_.in_features : in_pp;
+  float* y = sequence_parallel() ? options_.workspace->partial.f32() : out;
   // partial Y (N, out) = X_i (N, in_pp) · A_i^T, A_i (out, in_pp)
   if (options_.precision == Precision::BF16) {
     const bf16* xb = x_bf16_.load(x, N, in_pp, ld_x);
     const bf16* wb = w_bf16_.load(weight.value.f32(), out_f, in_pp, in_pp);
-    gemm_bf16(Trans::No, Trans::Yes, N, out_f, in_pp, 1.0f, xb, in_pp, wb, in_pp, 0.0f, out, out_f);
+    gemm_bf16(Trans::No, Trans::Yes, N, out_f, in_pp, 1.0f, xb, in_pp, wb, in_pp, 0.0f, y, out_f);
   } else {
-    gemm(Trans::No, Trans::Yes, N, out_f, in_pp, 1.0f, x, ld_x, weight.value.f32(), in_pp, 0.0f, out, out_f);
+    gemm(Trans::No, Trans::Yes, N, out_f, in_pp, 1.0f, x, ld_x, weight.value.f32(), in_pp, 0.0f, y, out_f);
   }
-  reduce_from_tp_forward(tp_, std::span<float>(out, size_t(N * out_f)));
-  if (options_.bias) add_bias(out, bias.value.f32(), N, out_f);  // once, after the reduction
+  int64_t rows = N;
+  if (sequence_parallel()) {  // leave the region: this rank's tokens of the sum
+    sequence_reduce_scatter(tp_, out, y, N, out_f);
+    rows = N / tp_.size();
+  } else {
+    reduce_from_tp_forward(tp_, std::span<float>(out, size_t(N * out_f)));
+  }
+  if (options_.bias) add_bias(out, bias.value.f32(), rows, out_f);  // once, after the reduction
 }
 
 void RowParallelLinear::backward(float* dinp, const float* dout, const float* inp, int64_t N) {
@@ -56,6 +63,11 @@ void RowParallelLinear::backward(float* dinp, const float* dout, const float* in
   const float* x = split_input ? inp + int64_t(tp_.rank()) * in_pp : inp;
   const int64_t ld_x = split_input ? options_.in_features : in_pp;
   float* dx = split_input ? dinp_local_.f32() : dinp;
+  if (sequence_parallel()) {  // backward of the reduce-scatter: gather every token's gradient
+    float* full = options_.workspace->gathered.f32();
+    sequence_all_gather(tp_, full, dout, N, out_f);
+    dout = full;
+  }
   // dX_i (N, in_pp) = dY (N, out) · A_i (out, in_pp): no communication (g backward is the identity)
   // dA_i (out, in_pp) += dY^T (out, N) · X_i (N, in_pp)
   if (options_.precision == Precision::BF16) {

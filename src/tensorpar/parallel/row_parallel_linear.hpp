@@ -10,6 +10,7 @@
 #include "tensorpar/comm/process_group.hpp"
 #include "tensorpar/kernels/matmul.hpp"
 #include "tensorpar/parallel/parameter.hpp"
+#include "tensorpar/parallel/sequence_parallel.hpp"
 
 namespace tensorpar {
 
@@ -22,6 +23,10 @@ struct RowParallelOptions {
   uint64_t seed = 0;
   float init_std = 0.02f;
   Precision precision = Precision::F32;  // of the GEMMs; parameters and gradients are always f32
+  // Sequence parallel when set: the output is reduce-scattered to this rank's N/t tokens, and
+  // dout is those tokens' gradient, all-gathered here.
+  SequenceParallelWorkspace* workspace = nullptr;
+  bool sequence_parallel = false;
 };
 
 class RowParallelLinear {
@@ -32,7 +37,10 @@ class RowParallelLinear {
   int64_t out_features() const { return options_.out_features; }
   int64_t in_features_per_partition() const { return in_per_partition_; }
 
-  // out (N, out) = all-reduce(X_i A_i^T) + b; inp (N, in_pp), or (N, in) when !input_is_parallel
+  bool sequence_parallel() const { return options_.sequence_parallel && tp_.size() > 1; }
+
+  // out (N, out) = all-reduce(X_i A_i^T) + b; inp (N, in_pp), or (N, in) when !input_is_parallel.
+  // Sequence parallel: out is this rank's (N/t, out) tokens of the reduce-scattered sum, dout likewise.
   void forward(float* out, const float* inp, int64_t N);
   // dinp (N, in_pp) written (or (N, in) all-gathered when !input_is_parallel); weight.grad (out, in_pp)
   // += dout^T X_i; bias.grad += column sums of dout (identical on every rank: dout is).

@@ -30,6 +30,9 @@ VocabParallelEmbedding::VocabParallelEmbedding(ProcessGroup& tp, const VocabEmbe
 void VocabParallelEmbedding::forward(float* out, const int32_t* tokens, int64_t N) {
   const int64_t C = options_.hidden;
   const float* w = weight.value.f32();
+  float* const shard_out = out;
+  const bool sequence_parallel = options_.workspace && tp_.size() > 1;
+  if (sequence_parallel) out = options_.workspace->partial.f32();
   for (int64_t n = 0; n < N; ++n) {
     const int64_t tok = tokens[n];
     TP_CHECK(tok >= 0 && tok < options_.vocab_size, ShapeError,
@@ -41,11 +44,19 @@ void VocabParallelEmbedding::forward(float* out, const int32_t* tokens, int64_t 
     else
       std::memset(row, 0, size_t(C) * sizeof(float));
   }
-  reduce_from_tp_forward(tp_, std::span<float>(out, size_t(N * C)));
+  if (sequence_parallel)
+    sequence_reduce_scatter(tp_, shard_out, out, N, C);
+  else
+    reduce_from_tp_forward(tp_, std::span<float>(out, size_t(N * C)));
 }
 
 void VocabParallelEmbedding::backward(const float* dout, const int32_t* tokens, int64_t N) {
   const int64_t C = options_.hidden;
+  if (options_.workspace && tp_.size() > 1) {  // every token's gradient, from the ranks holding them
+    float* full = options_.workspace->gathered.f32();
+    sequence_all_gather(tp_, full, dout, N, C);
+    dout = full;
+  }
   float* g = weight.grad.f32();
   for (int64_t n = 0; n < N; ++n) {
     const int64_t tok = tokens[n];

@@ -9,6 +9,7 @@
 
 #include "tensorpar/comm/process_group.hpp"
 #include "tensorpar/parallel/parameter.hpp"
+#include "tensorpar/parallel/sequence_parallel.hpp"
 
 namespace tensorpar {
 
@@ -21,6 +22,9 @@ struct VocabEmbeddingOptions {
   int64_t hidden = 0;
   uint64_t seed = 0;
   float init_std = 0.02f;
+  // Sequence parallel when set: forward reduce-scatters to this rank's N/t tokens (out is
+  // (N/t, hidden)) and backward gathers dout from them.
+  SequenceParallelWorkspace* workspace = nullptr;
 };
 
 class VocabParallelEmbedding {
