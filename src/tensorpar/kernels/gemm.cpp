@@ -4,12 +4,14 @@
 #include <oneapi/dnnl/dnnl.h>
 
 #include "tensorpar/core/error.hpp"
+#include "tensorpar/core/profile.hpp"
 
 namespace tensorpar {
 
 void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
+  TP_PROFILE_SCOPE("gemm f32 (all)");
   if (K == 0) {  // oneDNN rejects K = 0; the product is empty, so C = beta * C
     for (int64_t i = 0; i < M; ++i)
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];

@@ -1,5 +1,7 @@
 #include "tensorpar/kernels/gemm_bf16.hpp"
 
+#include "tensorpar/core/profile.hpp"
+
 #include <immintrin.h>
 
 #include <bit>
@@ -132,6 +134,7 @@ __attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl"))) void convert_f32
 
 void gemm_bf16(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A,
                int64_t lda, const bf16* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  TP_PROFILE_SCOPE("gemm bf16 (all)");
   check_args(trans_a, trans_b, M, N, K, lda, ldb, ldc);
   if (M == 0 || N == 0) return;
   if (K == 0) {  // oneDNN rejects empty reductions; the product is zero
