@@ -11,12 +11,12 @@ ColumnParallelLinear::ColumnParallelLinear(ProcessGroup& tp, const ColumnParalle
     : tp_(tp), options_(options), max_tokens_(max_tokens) {
   if (options_.segments.empty()) options_.segments = {options_.out_features};
   weight = make_sharded(options_.name + ".weight", {options_.out_features, options_.in_features}, 0,
-                        options_.segments, tp.rank(), tp.size(), /*weight_decay=*/true);
+                        options_.segments, tp.rank(), tp.size(), /*weight_decay=*/true, options_.segment_parts);
   out_per_partition_ = weight.value.dim(0);
   init_normal(weight, options_.seed, options_.init_std);
   if (options_.bias)
     bias = make_sharded(options_.name + ".bias", {options_.out_features}, 0, options_.segments, tp.rank(), tp.size(),
-                        /*weight_decay=*/false);  // zero-initialised
+                        /*weight_decay=*/false, options_.segment_parts);  // zero-initialised
   if (options_.gather_output && tp.size() > 1) {
     gather_scratch_ = Tensor({tp.size(), max_tokens, out_per_partition_});
     local_out_ = Tensor({max_tokens, out_per_partition_});
