@@ -70,6 +70,8 @@ int main(int argc, char** argv) {
   tensorpar::cli::add_sample_command(app, run);
   tensorpar::cli::add_report_command(app, run);
   tensorpar::cli::add_bench_command(app, run);
+  tensorpar::cli::add_eval_command(app, run);
+  tensorpar::cli::add_generate_command(app, run);
 
   try {
     app.parse(argc, argv);

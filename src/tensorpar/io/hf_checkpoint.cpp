@@ -170,6 +170,7 @@ void write_parameter(int fd, const SafetensorsPlan& plan, const ModelConfig& con
   if (p.shard_dim == 0) {
     for (const ShardBlock& block : p.blocks)
       for (const HfPiece& piece : pieces) {
+        if (!block.primary) continue;  // a replicated GQA key/value head: written by its first holder only
         const int64_t a = std::max(block.global_start, piece.row_start);
         const int64_t b = std::min(block.global_start + block.length, piece.row_start + piece.rows);
         if (a >= b) continue;

@@ -17,9 +17,10 @@ void ModelConfig::validate(int tp) const {
            heads, tp, heads);
   const int64_t kv = kv_heads_or_heads();
   TP_CHECK(heads % kv == 0, ConfigError, "{} attention heads are not a multiple of {} key/value heads", heads, kv);
-  TP_CHECK(kv % tp == 0, ConfigError,
-           "{} key/value heads cannot be split over {} tensor-parallel ranks; run with a number of ranks that divides "
-           "{}",
+  // kv < tp: each KV head is replicated on the tp / kv ranks whose query heads use it
+  TP_CHECK(kv % tp == 0 || tp % kv == 0, ConfigError,
+           "{} key/value heads cannot be split over {} tensor-parallel ranks, nor replicated on them; run with a "
+           "number of ranks that divides or is a multiple of {}",
            kv, tp, kv);
   TP_CHECK(ffn_or_default() % tp == 0, ConfigError,
            "MLP size {} cannot be split over {} tensor-parallel ranks", ffn_or_default(), tp);

@@ -132,6 +132,17 @@ struct TransformerLM::Block {
     norm1.collect_parameters(out);
     norm2.collect_parameters(out);
   }
+  // forward over n_new new positions per row, attention against the layer's KV cache
+  void forward_cached(float* out, const float* x, int64_t B, int64_t n_new, int64_t past_len,
+                      const KvCacheSlice& cache) {
+    const int64_t N = B * n_new, C = norm1_out.dim(1);
+    norm1.forward(norm1_out.f32(), x, N);
+    attention.forward_cached(mid.f32(), norm1_out.f32(), B, n_new, past_len, cache);
+    add_inplace(mid.f32(), x, N * C);
+    norm2.forward(norm2_out.f32(), mid.f32(), N);
+    mlp.forward(out, norm2_out.f32(), N);
+    add_inplace(out, mid.f32(), N * C);
+  }
   void collect_parameters(std::vector<Parameter*>& out) {
     norm1.collect_parameters(out);
     attention.collect_parameters(out);
@@ -285,6 +296,10 @@ void TransformerLM::last_logits(float* out, const int32_t* tokens, int64_t B, in
            B, T, batch_, seq_);
   embed(tokens, B, T);
   run_blocks(B, T);
+  gather_last_logits(out, B, T);
+}
+
+void TransformerLM::gather_last_logits(float* out, int64_t B, int64_t T) {
   const int64_t C = config_.hidden, V_local = lm_head_->shard().local_size, t = tp_.size();
   const float* final_out = final_out_.f32();
   if (sequence_parallel()) {  // every rank needs the last token of every row
@@ -309,6 +324,31 @@ void TransformerLM::last_logits(float* out, const int32_t* tokens, int64_t B, in
       if (count > 0)
         std::memcpy(out + b * V + first, gather_scratch_.f32() + (r * B + b) * V_local, size_t(count) * sizeof(float));
     }
+}
+
+int64_t TransformerLM::kv_heads_per_partition() const { return blocks_.at(0)->attention.kv_heads_per_partition(); }
+
+void TransformerLM::forward_cached(float* out, const int32_t* tokens, int64_t B, int64_t n_new, int64_t past_len,
+                                   std::span<const KvCacheSlice> cache) {
+  TP_CHECK(B >= 1 && B <= batch_ && n_new >= 1 && B * n_new <= batch_ * seq_, ShapeError,
+           "batch {} x {} new positions exceed the {} x {} the model was built for; feed them in chunks", B, n_new,
+           batch_, seq_);
+  TP_CHECK(past_len >= 0 && past_len + n_new <= config_.max_seq, ShapeError,
+           "positions up to {} exceed the model's maximum of {}", past_len + n_new, config_.max_seq);
+  TP_CHECK(cache.size() == blocks_.size(), ShapeError, "the KV cache has {} layers but the model {}", cache.size(),
+           blocks_.size());
+  TP_CHECK(!sequence_parallel(), ConfigError,
+           "KV-cache inference runs without sequence parallelism; build the model without it");
+  const int64_t C = config_.hidden, NC = B * n_new * C;
+  float* x0 = residuals_.f32();
+  embedding_.forward(x0, tokens, B * n_new);
+  if (config_.family == ModelFamily::Gpt2)
+    for (int64_t b = 0; b < B; ++b) add_inplace(x0 + b * n_new * C, position_.value.f32() + past_len * C, n_new * C);
+  for (size_t l = 0; l < blocks_.size(); ++l)
+    blocks_[l]->forward_cached(residuals_.f32() + (l + 1) * NC, residuals_.f32() + l * NC, B, n_new, past_len,
+                               cache[l]);
+  final_norm_.forward(final_out_.f32(), residuals_.f32() + blocks_.size() * NC, B * n_new);
+  gather_last_logits(out, B, n_new);
 }
 
 }  // namespace tensorpar

@@ -4,6 +4,10 @@
 //
 // Per block and step the communication is exactly: attention 1 all-reduce forward + 1 backward,
 // MLP 1 + 1; plus the vocab-parallel embedding (1 forward) and loss (2 small forward, 1 backward).
+//
+// Inference with a KV cache (forward_cached): the same blocks over only the new positions, each
+// attention reading and extending its layer of the caller's cache (infer::KvCache), then the
+// vocab-sharded logits of the last new position gathered whole (1 all-gather).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -46,6 +50,15 @@ class TransformerLM {
   void backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, float loss_scale = 1.0f);
   // Logits over the real vocabulary at the last position of each row: out (B, vocab_size), whole on every rank.
   void last_logits(float* out, const int32_t* tokens, int64_t B, int64_t T);
+  // Inference: tokens (B, n_new) at positions past_len .. past_len+n_new-1 of each row, whose earlier
+  // positions' keys/values are in `cache` (one slice per layer); their keys/values are appended.
+  // out (B, vocab_size), whole on every rank: logits at the last new position. B * n_new must fit the
+  // (batch, seq) the model was built for; longer prompts are fed in chunks.
+  void forward_cached(float* out, const int32_t* tokens, int64_t B, int64_t n_new, int64_t past_len,
+                      std::span<const KvCacheSlice> cache);
+  // This rank's share of the key/value heads (1 when a KV head is replicated on several ranks), for
+  // sizing a KV cache.
+  int64_t kv_heads_per_partition() const;
 
   void zero_grad();
   // Every parameter once, in a fixed order: embeddings, blocks, final norm (, untied LM head).
@@ -58,6 +71,8 @@ class TransformerLM {
   struct Block;
   void embed(const int32_t* tokens, int64_t B, int64_t T);
   void run_blocks(int64_t B, int64_t T);
+  // out (B, vocab_size) = logits at the last of the T positions of each row of final_out_.
+  void gather_last_logits(float* out, int64_t B, int64_t T);
 
   ProcessGroup& tp_;
   ModelConfig config_;

@@ -14,12 +14,12 @@ ColumnParallelLinear::ColumnParallelLinear(ProcessGroup& tp, const ColumnParalle
   TP_CHECK(!(options_.sequence_parallel && options_.gather_output), ConfigError,
            "{}: gather_output and sequence parallelism do not combine", options_.name);
   weight = make_sharded(options_.name + ".weight", {options_.out_features, options_.in_features}, 0,
-                        options_.segments, tp.rank(), tp.size(), /*weight_decay=*/true);
+                        options_.segments, tp.rank(), tp.size(), /*weight_decay=*/true, options_.segment_parts);
   out_per_partition_ = weight.value.dim(0);
   init_normal(weight, options_.seed, options_.init_std);
   if (options_.bias)
     bias = make_sharded(options_.name + ".bias", {options_.out_features}, 0, options_.segments, tp.rank(), tp.size(),
-                        /*weight_decay=*/false);  // zero-initialised
+                        /*weight_decay=*/false, options_.segment_parts);  // zero-initialised
   if (options_.precision == Precision::BF16) {
     if (!sequence_parallel()) x_bf16_ = Bf16Operand(max_tokens, options_.in_features);
     w_bf16_ = Bf16Operand(out_per_partition_, options_.in_features);

@@ -22,6 +22,10 @@ struct ColumnParallelOptions {
   // The output dimension as a concatenation of parts each split over the group (fused QKV: [h, h, h]).
   // Empty: one part of out_features.
   std::vector<int64_t> segments;
+  // Pieces each segment is split into (empty: the group size for all); fewer pieces than ranks
+  // replicate each piece on consecutive ranks (see make_sharded). The caller then owns summing the
+  // gradients of replicated pieces over the ranks that share them.
+  std::vector<int> segment_parts;
   uint64_t seed = 0;
   float init_std = 0.02f;
   Precision precision = Precision::F32;  // of the GEMMs; parameters and gradients are always f32

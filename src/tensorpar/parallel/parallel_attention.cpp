@@ -1,5 +1,7 @@
 #include "tensorpar/parallel/parallel_attention.hpp"
 
+#include <algorithm>
+
 #include "tensorpar/core/divide.hpp"
 #include "tensorpar/core/profile.hpp"
 #include "tensorpar/kernels/attention.hpp"
@@ -21,21 +23,23 @@ AttentionOptions ParallelAttention::resolved(const ProcessGroup& tp, AttentionOp
   TP_CHECK(o.n_heads % tp.size() == 0, ConfigError,
            "{} attention heads cannot be split over {} tensor-parallel ranks; use a TP degree that divides {}",
            o.n_heads, tp.size(), o.n_heads);
-  TP_CHECK(o.n_kv_heads % tp.size() == 0, ConfigError,
-           "{} key/value heads cannot be split over {} tensor-parallel ranks; use a TP degree that divides {}",
+  TP_CHECK(o.n_kv_heads % tp.size() == 0 || tp.size() % o.n_kv_heads == 0, ConfigError,
+           "{} key/value heads cannot be split over {} tensor-parallel ranks, nor replicated on them; use a TP "
+           "degree that divides or is a multiple of {}",
            o.n_kv_heads, tp.size(), o.n_kv_heads);
   return o;
 }
 
 namespace {
 
-ColumnParallelOptions qkv_options(const AttentionOptions& o) {
+ColumnParallelOptions qkv_options(const AttentionOptions& o, int tp_size) {
   ColumnParallelOptions c;
   c.name = o.qkv_name;
   c.in_features = o.hidden;
   const int64_t q = o.n_heads * o.head_dim, kv = o.n_kv_heads * o.head_dim;
   c.out_features = q + 2 * kv;
   c.segments = {q, kv, kv};
+  if (o.n_kv_heads < tp_size) c.segment_parts = {tp_size, int(o.n_kv_heads), int(o.n_kv_heads)};  // replicated KV
   c.bias = o.bias;
   c.seed = o.seed;
   c.init_std = o.init_std;
@@ -62,11 +66,19 @@ RowParallelOptions proj_options(const AttentionOptions& o) {
 }  // namespace
 
 ParallelAttention::ParallelAttention(ProcessGroup& tp, const AttentionOptions& options, int64_t batch, int64_t seq)
-    : qkv(tp, qkv_options(resolved(tp, options)), batch * seq),
+    : qkv(tp, qkv_options(resolved(tp, options), tp.size()), batch * seq),
       proj(tp, proj_options(resolved(tp, options)), batch * seq),
       options_(resolved(tp, options)) {
   heads_pp_ = options_.n_heads / tp.size();
-  kv_heads_pp_ = options_.n_kv_heads / tp.size();
+  kv_heads_pp_ = std::max<int64_t>(1, options_.n_kv_heads / tp.size());
+  if (options_.n_kv_heads < tp.size()) {  // collective over tp: the ranks sharing a KV head form a group
+    const int sharing = tp.size() / int(options_.n_kv_heads);
+    MPI_Comm comm = MPI_COMM_NULL;
+    MPI_CHECK(MPI_Comm_split(tp.comm(), tp.rank() / sharing, tp.rank(), &comm), "Comm_split (KV head group)");
+    kv_group_ = std::make_unique<ProcessGroup>(comm);  // duplicates
+    MPI_Comm_free(&comm);
+    kv_grad_before_ = Tensor({2 * options_.head_dim * (options_.hidden + (options_.bias ? 1 : 0))});
+  }
   head_dim_ = options_.head_dim;
   max_tokens_ = batch * seq;
   if (options_.rope) {
@@ -115,7 +127,69 @@ void ParallelAttention::backward(float* dinp, const float* dout, const float* in
     rope_backward(dqkv_.f32(), width, N, T, 0, heads_pp_, *rope_);
     rope_backward(dqkv_.f32() + heads_pp_ * head_dim_, width, N, T, 0, kv_heads_pp_, *rope_);
   }
+  sum_replicated_kv_grads_begin();
   qkv.backward(dinp, dqkv_.f32(), inp, N);  // the one all-reduce
+  sum_replicated_kv_grads_end();
+}
+
+// A KV head replicated on several ranks gets a partial k/v gradient on each (from that rank's query
+// heads only); the true gradient is their sum. Backward accumulates (+=) into grads, so only this
+// backward's contribution may be summed: set it aside, let backward add into zeros, all-reduce over
+// the KV-head group, add the earlier value back.
+void ParallelAttention::sum_replicated_kv_grads_begin() {
+  if (!kv_group_) return;
+  const int64_t in = options_.hidden, rows = 2 * head_dim_, first = heads_pp_ * head_dim_;
+  float* saved = kv_grad_before_.f32();
+  float* w = qkv.weight.grad.f32() + first * in;
+  std::copy_n(w, rows * in, saved);
+  std::fill_n(w, rows * in, 0.0f);
+  if (options_.bias) {
+    float* b = qkv.bias.grad.f32() + first;
+    std::copy_n(b, rows, saved + rows * in);
+    std::fill_n(b, rows, 0.0f);
+  }
+}
+
+void ParallelAttention::sum_replicated_kv_grads_end() {
+  if (!kv_group_) return;
+  const int64_t in = options_.hidden, rows = 2 * head_dim_, first = heads_pp_ * head_dim_;
+  const float* saved = kv_grad_before_.f32();
+  float* w = qkv.weight.grad.f32() + first * in;
+  kv_group_->all_reduce(std::span<float>(w, size_t(rows * in)));  // the KV-head group's one all-reduce
+  for (int64_t i = 0; i < rows * in; ++i) w[i] += saved[i];
+  if (options_.bias) {
+    float* b = qkv.bias.grad.f32() + first;
+    kv_group_->all_reduce(std::span<float>(b, size_t(rows)));
+    for (int64_t i = 0; i < rows; ++i) b[i] += saved[rows * in + i];
+  }
+}
+
+void ParallelAttention::forward_cached(float* out, const float* inp, int64_t B, int64_t n_new, int64_t past_len,
+                                       const KvCacheSlice& cache) {
+  const int64_t N = B * n_new, width = qkv_out_.dim(1), q_width = heads_pp_ * head_dim_,
+                kv_width = kv_heads_pp_ * head_dim_;
+  TP_CHECK(N <= max_tokens_, ShapeError, "attention: batch {} x {} new positions exceed the size it was built for",
+           B, n_new);
+  TP_CHECK(past_len >= 0 && past_len + n_new <= cache.max_seq, ShapeError,
+           "attention: positions {}..{} do not fit the KV cache of {} positions", past_len, past_len + n_new - 1,
+           cache.max_seq);
+  qkv.forward(qkv_out_.f32(), inp, N);  // no communication
+  if (rope_) {
+    TP_CHECK(past_len + n_new <= rope_->max_positions(), ShapeError,
+             "attention: position {} is past the model's {} positions", past_len + n_new - 1, rope_->max_positions());
+    rope_forward(qkv_out_.f32(), width, N, n_new, past_len, heads_pp_, *rope_);
+    rope_forward(qkv_out_.f32() + q_width, width, N, n_new, past_len, kv_heads_pp_, *rope_);
+  }
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < n_new; ++t) {
+      const float* row = qkv_out_.f32() + (b * n_new + t) * width;
+      const int64_t at = (b * cache.max_seq + past_len + t) * kv_width;
+      std::copy_n(row + q_width, kv_width, cache.k + at);
+      std::copy_n(row + q_width + kv_width, kv_width, cache.v + at);
+    }
+  const AttentionDims dims{B, n_new, heads_pp_, kv_heads_pp_, head_dim_};
+  attention_forward_cached(att_.f32(), qkv_out_.f32(), width, cache.k, cache.v, cache.max_seq, past_len, n_new, dims);
+  proj.forward(out, att_.f32(), N);  // the one all-reduce
 }
 
 }  // namespace tensorpar

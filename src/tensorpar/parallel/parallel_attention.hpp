@@ -2,7 +2,12 @@
 // projection is column-parallel with segments [q | k | v], so each rank's slice holds exactly its own
 // heads of Q, K and V; attention runs locally per head; the output projection is row-parallel. One
 // all-reduce forward (output projection) and one backward (QKV input gradient). Grouped-query
-// attention splits the KV heads the same way. Optional RoPE (Llama) on q and k.
+// attention splits the KV heads the same way; with fewer KV heads than ranks, each KV head is
+// replicated on the tp / n_kv ranks whose query heads use it, and the gradients of its weights are
+// summed over those ranks (a sub-group of tp) at the end of backward. Optional RoPE (Llama) on q and k.
+//
+// Inference: forward_cached appends the new positions' k and v to this rank's KV cache (only its
+// own KV heads) and attends over the cache; same single all-reduce as forward.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -35,6 +40,14 @@ struct AttentionOptions {
   bool sequence_parallel = false;
 };
 
+// One layer of a rank's KV cache (owned by infer::KvCache): k and v of this rank's KV heads,
+// (B, max_seq, kv_heads_per_partition * head_dim) each.
+struct KvCacheSlice {
+  float* k = nullptr;
+  float* v = nullptr;
+  int64_t max_seq = 0;
+};
+
 class ParallelAttention {
  public:
   ParallelAttention(ProcessGroup& tp, const AttentionOptions& options, int64_t batch, int64_t seq);
@@ -43,6 +56,12 @@ class ParallelAttention {
   void forward(float* out, const float* inp, int64_t B, int64_t T);
   // dinp (B*T, hidden) written, whole; parameter gradients accumulate.
   void backward(float* dinp, const float* dout, const float* inp, int64_t B, int64_t T);
+
+  // Inference over n_new new positions per batch element at positions past_len .. past_len+n_new-1:
+  // out (B*n_new, hidden) whole; inp (B*n_new, hidden). Writes their k, v into `cache` (which holds
+  // positions 0..past_len-1 already) and attends over positions 0..p for the query at p.
+  void forward_cached(float* out, const float* inp, int64_t B, int64_t n_new, int64_t past_len,
+                      const KvCacheSlice& cache);
 
   void collect_parameters(std::vector<Parameter*>& out);
 
@@ -56,6 +75,8 @@ class ParallelAttention {
 
  private:
   static AttentionOptions resolved(const ProcessGroup& tp, AttentionOptions o);
+  void sum_replicated_kv_grads_begin();
+  void sum_replicated_kv_grads_end();
   AttentionOptions options_;
   int64_t heads_pp_ = 0, kv_heads_pp_ = 0, head_dim_ = 0, max_tokens_ = 0;
   std::unique_ptr<RopeTable> rope_;
@@ -64,6 +85,10 @@ class ParallelAttention {
   Tensor lse_;      // (B, H_pp, T)
   Tensor datt_;     // (B*T, H_pp * hd)
   Tensor dqkv_;     // like qkv_out_
+  // GQA with n_kv < tp: the ranks holding this rank's KV head (tp / n_kv consecutive ranks), and the
+  // gradients of the k/v rows accumulated before this backward ((2 hd, in) weight then (2 hd) bias).
+  std::unique_ptr<ProcessGroup> kv_group_;
+  Tensor kv_grad_before_;
 };
 
 }  // namespace tensorpar

@@ -4,6 +4,7 @@
 
 #include "tensorpar/core/divide.hpp"
 #include "tensorpar/core/rng.hpp"
+#include "tensorpar/kernels/elementwise.hpp"
 
 namespace tensorpar {
 
@@ -36,15 +37,20 @@ Parameter make_replicated(std::string name, Shape shape, int group_size, bool we
 }
 
 Parameter make_sharded(std::string name, Shape global_shape, int dim, const std::vector<int64_t>& segments,
-                       int part, int parts, bool weight_decay) {
+                       int part, int parts, bool weight_decay, const std::vector<int>& segment_parts) {
   Parameter p;
   p.name = std::move(name);
+  TP_CHECK(segment_parts.empty() || segment_parts.size() == segments.size(), ConfigError,
+           "{}: {} segment part counts for {} segments", p.name, segment_parts.size(), segments.size());
   int64_t total = 0, local_start = 0;
-  for (int64_t segment : segments) {
-    const int64_t per_partition = divide(segment, parts, fmt::format("{}: dimension {} of size", p.name, dim));
-    p.blocks.push_back({local_start, total + part * per_partition, per_partition});
+  for (size_t s = 0; s < segments.size(); ++s) {
+    const int pieces = segment_parts.empty() ? parts : segment_parts[s];
+    const int replicas = int(divide(parts, pieces, fmt::format("{}: {} ranks over pieces of segment {}", p.name, parts, s)));
+    const int64_t per_partition = divide(segments[s], pieces, fmt::format("{}: dimension {} of size", p.name, dim));
+    p.blocks.push_back({local_start, total + (part / replicas) * per_partition, per_partition, replicas,
+                        part % replicas == 0});
     local_start += per_partition;
-    total += segment;
+    total += segments[s];
   }
   TP_CHECK_EQ(total, global_shape.at(size_t(dim)), fmt::format("segments of {}", p.name));
   Shape local = global_shape;
@@ -56,6 +62,26 @@ Parameter make_sharded(std::string name, Shape global_shape, int dim, const std:
   p.value = Tensor(local);
   p.grad = Tensor(local);
   return p;
+}
+
+double Parameter::grad_sum_of_squares_once() const {
+  const float* g = grad.f32();
+  auto squares = [g](int64_t begin, int64_t end) { return sum_of_squares(g + begin, end - begin); };
+  const bool uniform = std::all_of(blocks.begin(), blocks.end(), [](const ShardBlock& b) { return b.replicas == 1; });
+  if (replicated() || uniform) return squares(0, grad.numel()) / replicas;
+  // blocks with different replica counts: weight each run of the shard dimension by its own count
+  const Shape& local = value.shape();
+  int64_t inner = 1, outer = 1;
+  for (size_t d = size_t(shard_dim) + 1; d < local.size(); ++d) inner *= local[d];
+  for (size_t d = 0; d < size_t(shard_dim); ++d) outer *= local[d];
+  const int64_t local_dim = local[size_t(shard_dim)];
+  double total = 0;
+  for (int64_t o = 0; o < outer; ++o)
+    for (const ShardBlock& b : blocks) {
+      const int64_t begin = (o * local_dim + b.local_start) * inner;
+      total += squares(begin, begin + b.length * inner) / b.replicas;
+    }
+  return total;
 }
 
 void init_normal(Parameter& p, uint64_t seed, float std) {

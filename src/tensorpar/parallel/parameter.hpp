@@ -10,9 +10,13 @@
 namespace tensorpar {
 
 // Along the shard dimension, local indices [local_start, local_start + length) hold global indices
-// [global_start, global_start + length).
+// [global_start, global_start + length). A block may be held by several ranks of the group
+// (`replicas` > 1: a GQA key/value head shared by the ranks whose query heads use it); exactly one
+// of them is its `primary` (writes it to checkpoints).
 struct ShardBlock {
   int64_t local_start = 0, global_start = 0, length = 0;
+  int replicas = 1;
+  bool primary = true;
 };
 
 struct Parameter {
@@ -29,6 +33,9 @@ struct Parameter {
   const Shape& local_shape() const { return value.shape(); }
   // Global flat (row-major) index of local flat index i.
   int64_t global_index(int64_t local_flat) const;
+  // Sum of squares of this rank's gradient, each element divided by the number of ranks holding it,
+  // so that the sum over the group counts every element of the global gradient once.
+  double grad_sum_of_squares_once() const;
 };
 
 // A parameter every rank of a group of `group_size` holds whole.
@@ -36,8 +43,12 @@ Parameter make_replicated(std::string name, Shape shape, int group_size, bool we
 // A parameter whose dimension `dim` is the concatenation of `segments` (sizes at TP=1; one segment
 // for a plain split, [q, k, v] for a fused projection), each segment split evenly over `parts`
 // ranks; this rank (`part`) holds its slice of every segment, in segment order.
+// `segment_parts` (empty: `parts` for every segment) splits segment s into segment_parts[s] pieces
+// instead, where segment_parts[s] divides `parts`: each piece is then replicated on
+// parts / segment_parts[s] consecutive ranks, rank `part` holding piece part / (parts / segment_parts[s])
+// (GQA with fewer key/value heads than ranks).
 Parameter make_sharded(std::string name, Shape global_shape, int dim, const std::vector<int64_t>& segments,
-                       int part, int parts, bool weight_decay);
+                       int part, int parts, bool weight_decay, const std::vector<int>& segment_parts = {});
 
 // Initialisation keyed by (seed, name, global index): bit-identical at every TP degree, and a rank
 // only ever generates the elements it holds.

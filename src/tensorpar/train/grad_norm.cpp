@@ -8,7 +8,7 @@ namespace tensorpar {
 
 double global_grad_norm(ProcessGroup& tp, const std::vector<Parameter*>& parameters) {
   double local = 0;
-  for (const Parameter* p : parameters) local += sum_of_squares(p->grad.f32(), p->grad.numel()) / p->replicas;
+  for (const Parameter* p : parameters) local += p->grad_sum_of_squares_once();
   tp.all_reduce(std::span<double>(&local, 1));
   return std::sqrt(local);
 }

@@ -1,7 +1,8 @@
 // The global gradient norm under tensor parallelism: every element of the (TP=1) model counted
 // once. Sharded parameters contribute their local squares, which are summed over the group;
 // replicated ones are held by `replicas` ranks with identical gradients, so each rank adds
-// 1/replicas of its squares. One all-reduce of one double.
+// 1/replicas of its squares (per shard block for GQA key/value heads replicated on several ranks).
+// One all-reduce of one double.
 #pragma once
 #include <vector>
 

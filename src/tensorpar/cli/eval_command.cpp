@@ -1,0 +1,63 @@
+// tensorpar eval: mean next-token cross-entropy and perplexity of a saved model on a token or text
+// file, at any TP degree. Row b of the batch is tokens[b*T, b*T+T) and its targets the same tokens
+// shifted by one, so B*T+1 tokens are needed.
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+
+#include "tensorpar/cli/command.hpp"
+#include "tensorpar/io/hf_checkpoint.hpp"
+#include "tensorpar/io/token_file.hpp"
+#include "tensorpar/model/transformer.hpp"
+
+namespace tensorpar::cli {
+
+void add_eval_command(CLI::App& app, Runner& run) {
+  auto* cmd = app.add_subcommand("eval", "loss and perplexity of a saved model on a token or text file");
+  struct Options {
+    std::string model, data;
+    int64_t batch = 4, seq = 64;
+    bool json = false;
+  };
+  auto o = std::make_shared<Options>();
+  cmd->add_option("--model", o->model, "model directory (config.json + model.safetensors)")->required();
+  cmd->add_option("--data", o->data, "llm.c token file (.bin) or plain text file")->required();
+  cmd->add_option("--batch", o->batch, "rows (row b = tokens[b*seq : b*seq+seq])")->capture_default_str();
+  cmd->add_option("--seq", o->seq, "tokens per row")->capture_default_str();
+  cmd->add_flag("--json", o->json, "print {\"loss\": ..., \"perplexity\": ...} as the last line of stdout");
+  cmd->callback([=, &run] {
+    run = [=](ProcessGroup& world) {
+      const ModelConfig config = io::read_model_config(o->model);
+      const int64_t B = o->batch, T = o->seq;
+      TP_CHECK(B >= 1 && T >= 1, ConfigError, "--batch and --seq must be at least 1 (got {} and {})", B, T);
+      TP_CHECK(T <= config.max_seq, ConfigError, "--seq {} is longer than the model's {} positions", T, config.max_seq);
+      std::vector<int32_t> x(size_t(B * T)), y(size_t(B * T));
+      std::string error;
+      try {  // every rank reads the file; a rank-local failure must not leave the others waiting
+        const io::TokenData data = io::load_tokens(o->data);
+        TP_CHECK(int64_t(data.tokens.size()) >= B * T + 1, ConfigError,
+                 "{} has {} tokens but --batch {} x --seq {} needs {} (one more for the last target)", o->data,
+                 data.tokens.size(), B, T, B * T + 1);
+        for (int64_t i = 0; i < B * T + 1; ++i)
+          TP_CHECK(data.tokens[size_t(i)] >= 0 && data.tokens[size_t(i)] < config.vocab_size, ConfigError,
+                   "{}: token {} at position {} is outside the model's vocabulary of {}", o->data,
+                   data.tokens[size_t(i)], i, config.vocab_size);
+        std::copy_n(data.tokens.begin(), B * T, x.begin());
+        std::copy_n(data.tokens.begin() + 1, B * T, y.begin());
+      } catch (const Error& e) {
+        error = e.what();
+      }
+      world.agree<ConfigError>(error);
+      TransformerLM model(world, config, B, T, 0);
+      io::load_hf_checkpoint(world, model, o->model);
+      const double loss = model.forward(x.data(), y.data(), B, T);
+      const double perplexity = std::exp(loss);
+      print_rank0(world, o->json ? nlohmann::json{{"loss", loss}, {"perplexity", perplexity}, {"tokens", B * T}}.dump() + "\n"
+                                 : fmt::format("loss {:.6f}, perplexity {:.4f} over {} x {} tokens (TP={})\n", loss,
+                                               perplexity, B, T, world.size()));
+      return 0;
+    };
+  });
+}
+
+}  // namespace tensorpar::cli
