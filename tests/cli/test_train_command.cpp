@@ -98,6 +98,7 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, TrainCommandBadInput,
     ::testing::Values(BadInput{"heads_not_divisible_by_tp", 2, "--heads 3 --hidden 24", "cannot be split over 2"},
                       BadInput{"hidden_not_divisible_by_heads", 1, "--heads 4 --hidden 30", "not divisible by 4 heads"},
+                      BadInput{"mlp_not_divisible_by_tp", 4, "--ffn 10", "MLP size 10 cannot be split over 4"},
                       BadInput{"seq_larger_than_data", 2, "--seq 100000 --batch 1", "tokens but a batch of"},
                       BadInput{"missing_data", 2, "", "nope.bin"},
                       BadInput{"malformed_data", 2, "", "bad.bin"},
