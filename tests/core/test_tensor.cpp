@@ -18,6 +18,22 @@ TEST(Tensor, IsAlignedZeroedAndSized) {
   EXPECT_THROW(b.f32(), Error);
 }
 
+TEST(Tensor, ViewSharesTheBufferWithoutOwningIt) {
+  Tensor owner({2, 3});
+  {
+    Tensor v = owner.view();
+    EXPECT_FALSE(v.owns_data());
+    EXPECT_EQ(v.raw(), owner.raw());
+    EXPECT_EQ(v.shape(), owner.shape());
+    v.f32()[4] = 7.0f;
+    Tensor moved = std::move(v);  // still a view after a move
+    EXPECT_FALSE(moved.owns_data());
+  }  // destroying the views frees nothing
+  EXPECT_TRUE(owner.owns_data());
+  EXPECT_EQ(owner.f32()[4], 7.0f);
+  EXPECT_TRUE(owner.view().clone().owns_data()) << "a clone of a view owns its copy";
+}
+
 TEST(Tensor, MatrixViewsAddressBlocks) {
   Tensor t({4, 6});
   for (int64_t i = 0; i < 24; ++i) t.f32()[i] = float(i);

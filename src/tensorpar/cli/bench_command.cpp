@@ -25,6 +25,10 @@ void add_bench_command(CLI::App& app, Runner& run) {
       ->check(CLI::IsMember({"nonblocking", "deferred"}))
       ->capture_default_str();
   cmd->add_flag("--sequence-parallel", o->compute.sequence_parallel, "sequence parallelism");
+  auto recompute = std::make_shared<std::string>("none");
+  cmd->add_option("--recompute", *recompute, "activation recomputation: none, attention (selective) or full")
+      ->check(CLI::IsMember({"none", "attention", "full"}))
+      ->capture_default_str();
   cmd->add_flag("--profile", o->profile, "print where the time of a step goes (rank 0)");
   cmd->add_flag("--json", *json, "print one JSON object as the last stdout line");
   cmd->callback([=, &run] {
@@ -32,6 +36,7 @@ void add_bench_command(CLI::App& app, Runner& run) {
       BenchOptions options = *o;
       options.async_mode = *overlap == "nonblocking" ? AsyncMode::Nonblocking : AsyncMode::Deferred;
       options.compute.precision = parse_precision(*precision);
+      options.compute.recompute = parse_recompute(*recompute);
       const BenchResult r = run_benchmark(world, options);
       const nlohmann::json j{{"preset", o->preset},
                              {"overlap", *overlap},
@@ -50,6 +55,13 @@ void add_bench_command(CLI::App& app, Runner& run) {
                              {"mfu", r.mfu},
                              {"comm_fraction", r.comm_fraction},
                              {"peak_rss_mb", r.peak_rss_mb},
+                             {"recompute", *recompute},
+                             {"activation_bytes_per_layer", r.activation_bytes_per_layer},
+                             {"activation_bytes_per_layer_formula", r.activation_bytes_per_layer_formula},
+                             {"activation_bytes_per_layer_korthikanti", r.activation_bytes_per_layer_korthikanti},
+                             {"activation_bytes", r.activation_bytes},
+                             {"parameter_bytes_per_rank", r.parameter_bytes_per_rank},
+                             {"parameter_bytes_expected", r.parameter_bytes_expected},
                              {"loss", r.loss}};
       print_rank0(world,
                   fmt::format("{}: TP={} DP={} x {} thread(s), {:.1f}M parameters\n"
@@ -62,6 +74,14 @@ void add_bench_command(CLI::App& app, Runner& run) {
                               r.mfu_bf16 > 0 ? fmt::format("  bf16: MFU {:.1f}% of the {:.1f} GFLOP/s bf16 peak\n",
                                                            100 * r.mfu_bf16, r.peak_bf16_gflops)
                                              : ""));
+      print_rank0(world, fmt::format("  activations (recompute {}): {:.2f} MB per layer per rank held, {:.2f} MB by our "
+                                     "formula, {:.2f} MB by Korthikanti et al. at f32; {:.2f} MB in all\n"
+                                     "  parameters + gradients + AdamW state: {:.2f} MB per rank ({:.2f} MB expected: "
+                                     "replicated + 1/{} of the sharded)\n",
+                                     *recompute, double(r.activation_bytes_per_layer) / 1e6,
+                                     r.activation_bytes_per_layer_formula / 1e6,
+                                     r.activation_bytes_per_layer_korthikanti / 1e6, double(r.activation_bytes) / 1e6,
+                                     double(r.parameter_bytes_per_rank) / 1e6, r.parameter_bytes_expected / 1e6, r.tp));
       if (o->profile) {
         std::string table = "  per step, rank 0 (phases nest; collectives include waiting for the other ranks):\n";
         for (const auto& [phase, e] : profile())

@@ -53,12 +53,19 @@ void add_train_command(CLI::App& app, Runner& run) {
       ->capture_default_str();
   cmd->add_flag("--sequence-parallel", o->compute.sequence_parallel,
                 "split the tokens outside the tensor-parallel regions over the group (Korthikanti et al. 2022)");
+  auto recompute = std::make_shared<std::string>("none");
+  cmd->add_option("--recompute", *recompute,
+                  "activation recomputation: none, attention (selective: the attention output) or full (each "
+                  "block's forward again in backward)")
+      ->check(CLI::IsMember({"none", "attention", "full"}))
+      ->capture_default_str();
   cmd->add_flag("--json", *json, "print one JSON object with the results as the last line of stdout");
   cmd->callback([=, &run] {
     run = [=](ProcessGroup& world) {
       TrainOptions options = *o;
       options.schedule.kind = LrSchedule::parse_kind(*lr_schedule);
       options.compute.precision = parse_precision(*precision);
+      options.compute.recompute = parse_recompute(*recompute);
       if (*family == "llama") {
         options.model.family = ModelFamily::Llama;
         options.model.tie_embeddings = false;

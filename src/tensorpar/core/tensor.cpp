@@ -16,7 +16,9 @@ int64_t shape_numel(const Shape& shape) {
 
 std::string shape_string(const Shape& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
 
-void Tensor::FreeDeleter::operator()(void* p) const noexcept { std::free(p); }
+void detail::FreeDeleter::operator()(void* p) const noexcept {
+  if (owns) std::free(p);
+}
 
 Tensor::Tensor(Shape shape, DType dtype) : shape_(std::move(shape)), numel_(shape_numel(shape_)), dtype_(dtype) {
   const size_t bytes = (nbytes() + kAlignment - 1) / kAlignment * kAlignment;
@@ -30,6 +32,15 @@ Tensor::Tensor(Shape shape, DType dtype) : shape_(std::move(shape)), numel_(shap
 Tensor Tensor::clone() const {
   Tensor t(shape_, dtype_);
   if (numel_ > 0) std::memcpy(t.raw(), raw(), nbytes());
+  return t;
+}
+
+Tensor Tensor::view() const {
+  Tensor t;
+  t.shape_ = shape_;
+  t.numel_ = numel_;
+  t.dtype_ = dtype_;
+  t.data_ = std::unique_ptr<std::byte, detail::FreeDeleter>(data_.get(), detail::FreeDeleter{false});
   return t;
 }
 

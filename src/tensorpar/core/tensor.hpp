@@ -1,4 +1,5 @@
-// Tensor: a shape, a dtype and a 64-byte aligned owning buffer, allocated once and zero-filled.
+// Tensor: a shape, a dtype and a 64-byte aligned owning buffer, allocated once and zero-filled;
+// or, made by view(), a tensor borrowing another's buffer (layers sharing one activation set).
 // MatrixView: a cheap non-owning row-major view (rows, cols, leading dimension) of a block of one.
 #pragma once
 #include <cstddef>
@@ -40,6 +41,14 @@ struct MatrixViewT {
 using MatrixView = MatrixViewT<float>;
 using ConstMatrixView = MatrixViewT<const float>;
 
+namespace detail {
+// Frees a Tensor's buffer, unless the tensor is a view of another's.
+struct FreeDeleter {
+  bool owns = true;
+  void operator()(void* p) const noexcept;
+};
+}  // namespace detail
+
 class Tensor {
  public:
   static constexpr size_t kAlignment = 64;
@@ -52,6 +61,10 @@ class Tensor {
   Tensor(const Tensor&) = delete;  // copies are explicit: clone()
   Tensor& operator=(const Tensor&) = delete;
   Tensor clone() const;
+  // The same buffer, shape and dtype, not owned: several layers keep an activation in one buffer
+  // owned elsewhere (activation recomputation). It must not outlive this tensor.
+  Tensor view() const;
+  bool owns_data() const { return data_.get_deleter().owns; }
 
   const Shape& shape() const { return shape_; }
   int64_t dim(size_t i) const { return shape_.at(i); }
@@ -77,13 +90,10 @@ class Tensor {
   void zero();
 
  private:
-  struct FreeDeleter {
-    void operator()(void* p) const noexcept;
-  };
   Shape shape_;
   int64_t numel_ = 0;
   DType dtype_ = DType::F32;
-  std::unique_ptr<std::byte, FreeDeleter> data_;
+  std::unique_ptr<std::byte, detail::FreeDeleter> data_;
 };
 
 }  // namespace tensorpar

@@ -22,6 +22,14 @@ class Bf16Operand {
   const bf16* load(const float* src, int64_t rows, int64_t cols, int64_t ld);
   const bf16* data() const { return buffer_.bf16_data(); }
   int64_t bytes() const { return int64_t(buffer_.nbytes()); }
+  // The same buffer, not owned (layers sharing one activation set); must not outlive this one.
+  Bf16Operand view() const {
+    Bf16Operand v;
+    v.buffer_ = buffer_.view();
+    return v;
+  }
+  // Bytes of the buffer if this operand owns it, else 0: what it adds to the memory in use.
+  int64_t owned_bytes() const { return buffer_.owns_data() ? bytes() : 0; }
 
  private:
   Tensor buffer_;

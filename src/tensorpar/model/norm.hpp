@@ -13,7 +13,10 @@ enum class NormKind { LayerNorm, RMSNorm };
 
 class Norm {
  public:
-  Norm(NormKind kind, const std::string& name, int64_t hidden, float eps, int group_size, int64_t max_tokens);
+  // share_with: keep mean/rstd in that norm's buffers instead of allocating them (full activation
+  // recomputation: the blocks run forward again right before their backward).
+  Norm(NormKind kind, const std::string& name, int64_t hidden, float eps, int group_size, int64_t max_tokens,
+       const Norm* share_with = nullptr);
 
   // out (N, C) = norm(inp (N, C)); keeps mean/rstd for backward.
   void forward(float* out, const float* inp, int64_t N);
@@ -21,6 +24,8 @@ class Norm {
   void backward(float* dinp, const float* dout, const float* inp, int64_t N);
 
   void collect_parameters(std::vector<Parameter*>& out);
+  // Bytes of the buffers kept for backward that this norm owns (not those it shares).
+  int64_t activation_bytes() const;
 
   Parameter weight;
   Parameter bias;  // LayerNorm only
@@ -29,7 +34,7 @@ class Norm {
   NormKind kind_;
   int64_t hidden_ = 0;
   float eps_ = 0;
-  Tensor mean_, rstd_;  // (max_tokens)
+  Tensor mean_, rstd_;  // (max_tokens); mean_ LayerNorm only
 };
 
 }  // namespace tensorpar

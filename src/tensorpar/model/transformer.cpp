@@ -27,6 +27,17 @@ Names names(ModelFamily family, int64_t layer) {
 
 }  // namespace
 
+Recompute parse_recompute(const std::string& name) {
+  if (name == "none") return Recompute::None;
+  if (name == "attention") return Recompute::Attention;
+  if (name == "full") return Recompute::Full;
+  throw ConfigError(fmt::format("unknown recomputation '{}'; use none, attention or full", name));
+}
+
+const char* recompute_name(Recompute r) {
+  return r == Recompute::None ? "none" : r == Recompute::Attention ? "attention" : "full";
+}
+
 struct TransformerLM::Block {
   Norm norm1;
   ParallelAttention attention;
@@ -51,6 +62,7 @@ struct TransformerLM::Block {
     o.max_positions = c.max_seq;
     o.seed = seed;
     o.proj_init_std = proj_std;
+    o.recompute_output = t.recompute == Recompute::Attention;
     return o;
   }
   static MlpOptions mlp_options(const ModelConfig& c, const TransformerOptions& t, const Names& n, uint64_t seed,
@@ -70,22 +82,27 @@ struct TransformerLM::Block {
     return o;
   }
 
-  // local_tokens: B*T, or B*T/t with sequence parallelism (the rows of x, out and the norms)
+  // local_tokens: B*T, or B*T/t with sequence parallelism (the rows of x, out and the norms).
+  // first: the first block, whose activation buffers this one shares when recomputing (t.recompute):
+  // the attention output only (Attention), or every buffer (Full).
   Block(ProcessGroup& tp, const ModelConfig& c, const TransformerOptions& t, int64_t layer, int64_t B, int64_t T,
-        int64_t local_tokens, uint64_t seed, SequenceParallelWorkspace* workspace)
+        int64_t local_tokens, uint64_t seed, SequenceParallelWorkspace* workspace, const Block* first)
       : Block(tp, c, t, names(c.family, layer), B, T, local_tokens, seed,
-              0.02f / std::sqrt(2.0f * float(c.layers)), workspace) {}  // GPT-2's scaled residual projections
+              0.02f / std::sqrt(2.0f * float(c.layers)), workspace,  // GPT-2's scaled residual projections
+              t.recompute == Recompute::None ? nullptr : first, t.recompute == Recompute::Full ? first : nullptr) {}
   Block(ProcessGroup& tp, const ModelConfig& c, const TransformerOptions& t, const Names& n, int64_t B, int64_t T,
-        int64_t local_tokens, uint64_t seed, float proj_std, SequenceParallelWorkspace* workspace)
+        int64_t local_tokens, uint64_t seed, float proj_std, SequenceParallelWorkspace* workspace,
+        const Block* share_attention, const Block* share_all)
       : norm1(c.family == ModelFamily::Gpt2 ? NormKind::LayerNorm : NormKind::RMSNorm, n.norm1, c.hidden, c.norm_eps,
-              tp.size(), local_tokens),
-        attention(tp, attention_options(c, t, n, seed, proj_std, workspace), B, T),
+              tp.size(), local_tokens, share_all ? &share_all->norm1 : nullptr),
+        attention(tp, attention_options(c, t, n, seed, proj_std, workspace), B, T,
+                  share_attention ? &share_attention->attention : nullptr),
         norm2(c.family == ModelFamily::Gpt2 ? NormKind::LayerNorm : NormKind::RMSNorm, n.norm2, c.hidden, c.norm_eps,
-              tp.size(), local_tokens),
-        mlp(tp, mlp_options(c, t, n, seed, proj_std, workspace), B * T),
-        norm1_out({local_tokens, c.hidden}),
-        mid({local_tokens, c.hidden}),
-        norm2_out({local_tokens, c.hidden}) {}
+              tp.size(), local_tokens, share_all ? &share_all->norm2 : nullptr),
+        mlp(tp, mlp_options(c, t, n, seed, proj_std, workspace), B * T, share_all ? &share_all->mlp : nullptr),
+        norm1_out(share_all ? share_all->norm1_out.view() : Tensor({local_tokens, c.hidden})),
+        mid(share_all ? share_all->mid.view() : Tensor({local_tokens, c.hidden})),
+        norm2_out(share_all ? share_all->norm2_out.view() : Tensor({local_tokens, c.hidden})) {}
 
   // out = x + attn(norm1(x)) + mlp(norm2(...)); x and out hold Nl rows (all tokens, or this rank's)
   void forward(float* out, const float* x, int64_t B, int64_t T, int64_t Nl) {
@@ -109,6 +126,24 @@ struct TransformerLM::Block {
     }
     TP_PROFILE_SCOPE("block.norm+residual forward");
     add_inplace(out, mid.f32(), N * C);
+  }
+  // Full recomputation: forward again from the kept input x, up to what backward needs (no MLP
+  // output projection), into the buffers every block shares. Bit-identical to the first forward.
+  void recompute(const float* x, int64_t B, int64_t T, int64_t Nl) {
+    TP_PROFILE_SCOPE("block recompute");
+    const int64_t N = Nl, C = norm1_out.dim(1);
+    norm1.forward(norm1_out.f32(), x, N);
+    attention.forward(mid.f32(), norm1_out.f32(), B, T);
+    add_inplace(mid.f32(), x, N * C);
+    norm2.forward(norm2_out.f32(), mid.f32(), N);
+    mlp.recompute(norm2_out.f32(), B * T);
+  }
+  int64_t activation_bytes() const {
+    int64_t bytes = norm1.activation_bytes() + attention.activation_bytes() + norm2.activation_bytes() +
+                    mlp.activation_bytes();
+    for (const Tensor* t : {&norm1_out, &mid, &norm2_out})
+      if (t->owns_data()) bytes += int64_t(t->nbytes());
+    return bytes;
   }
   // grad (N, C): gradient wrt this block's output on entry, wrt its input on return.
   void backward(float* grad, float* grad_norm, const float* x, int64_t B, int64_t T, int64_t Nl) {
@@ -177,7 +212,8 @@ TransformerLM::TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_
     parameters_.push_back(&position_);
   }
   for (int64_t l = 0; l < config.layers; ++l) {
-    blocks_.push_back(std::make_unique<Block>(tp, config, options, l, batch, seq, Nl, seed, sp_workspace_.get()));
+    blocks_.push_back(std::make_unique<Block>(tp, config, options, l, batch, seq, Nl, seed, sp_workspace_.get(),
+                                              blocks_.empty() ? nullptr : blocks_.front().get()));
     blocks_.back()->collect_parameters(parameters_);
   }
   final_norm_.collect_parameters(parameters_);
@@ -280,8 +316,12 @@ void TransformerLM::backward(const int32_t* tokens, const int32_t* targets, int6
   }
   grad_.zero();
   final_norm_.backward(grad, grad_norm, residuals_.f32() + blocks_.size() * NC, Nl);
-  for (size_t l = blocks_.size(); l-- > 0;)
+  for (size_t l = blocks_.size(); l-- > 0;) {
+    // the shared buffers still hold the last block's activations from forward
+    if (options_.recompute == Recompute::Full && l + 1 < blocks_.size())
+      blocks_[l]->recompute(residuals_.f32() + l * NC, B, T, Nl);
     blocks_[l]->backward(grad, grad_norm, residuals_.f32() + l * NC, B, T, Nl);
+  }
   TP_PROFILE_SCOPE("embedding backward");
   embedding_.backward(grad, tokens, N);
   if (config_.family == ModelFamily::Gpt2) {
@@ -289,6 +329,22 @@ void TransformerLM::backward(const int32_t* tokens, const int32_t* targets, int6
     for (int64_t i = 0; i < Nl; ++i) add_inplace(position_.grad.f32() + (first + i) % T * C, grad + i * C, C);
   }
   if (sequence_parallel()) sum_partial_gradients();
+}
+
+int64_t TransformerLM::activation_bytes_per_layer() const {
+  // each block's input: its rows of residuals_ (the last row is the final norm's input)
+  const int64_t L = int64_t(blocks_.size());
+  int64_t bytes = L * (residuals_.dim(1) * residuals_.dim(2)) * int64_t(sizeof(float));
+  for (const auto& block : blocks_) bytes += block->activation_bytes();
+  return bytes / L;
+}
+
+int64_t TransformerLM::activation_bytes() const {
+  int64_t blocks = int64_t(blocks_.size()) * (residuals_.dim(1) * residuals_.dim(2)) * int64_t(sizeof(float));
+  for (const auto& block : blocks_) blocks += block->activation_bytes();
+  const int64_t final_input = residuals_.dim(1) * residuals_.dim(2) * int64_t(sizeof(float));
+  return blocks + final_input + int64_t(final_out_.nbytes()) + final_norm_.activation_bytes() +
+         lm_head_->activation_bytes();
 }
 
 void TransformerLM::last_logits(float* out, const int32_t* tokens, int64_t B, int64_t T) {

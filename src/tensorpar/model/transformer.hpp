@@ -11,6 +11,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "tensorpar/comm/process_group.hpp"
@@ -23,12 +24,25 @@
 
 namespace tensorpar {
 
+// Activation recomputation (Korthikanti et al. 2022): what backward computes again instead of
+// keeping it from forward. Results are bit-identical in every mode (no dropout, deterministic kernels).
+enum class Recompute {
+  None,       // keep everything backward needs, per block
+  Attention,  // selective: the attention output is recomputed from the kept q, k, v and log-sum-exp
+  Full        // keep each block's input only; rerun the block's forward right before its backward
+};
+Recompute parse_recompute(const std::string& name);  // "none" | "attention" | "full"; ConfigError otherwise
+const char* recompute_name(Recompute r);
+
 // How the model computes (not what it computes).
 struct TransformerOptions {
   Precision precision = Precision::F32;  // of the GEMMs: bf16 operands with f32 accumulation
   // Split the tokens outside the tensor-parallel regions over the group (Korthikanti et al.):
   // reduce-scatter + all-gather instead of each all-reduce; norm activations shrink by t.
   bool sequence_parallel = false;
+  // Full recomputation also reruns, per block but the last, the attention's all-reduce (sequence
+  // parallel: its all-gather + reduce-scatter, and the MLP's all-gather) in the backward.
+  Recompute recompute = Recompute::None;
 };
 
 class TransformerLM {
@@ -66,6 +80,14 @@ class TransformerLM {
   Parameter& parameter(const std::string& name);
   // Per-token losses of the last forward (B*T).
   std::span<const float> losses() const { return {losses_.f32(), size_t(last_tokens_)}; }
+
+  // Memory accounting (docs/memory.md): bytes of the activations this rank holds from forward to
+  // backward, counting each buffer once however many layers share it (bf16 copies included;
+  // gradient scratch, weights and the transient sequence-parallel workspace not).
+  // Per layer: the blocks' buffers and the residual stream entering each block, over the layer count
+  // (rounded down); total: that times the layers plus the final norm, its input and the LM head's.
+  int64_t activation_bytes_per_layer() const;
+  int64_t activation_bytes() const;
 
  private:
   struct Block;

@@ -8,7 +8,7 @@
 namespace tensorpar {
 
 ColumnParallelLinear::ColumnParallelLinear(ProcessGroup& tp, const ColumnParallelOptions& options,
-                                           int64_t max_tokens)
+                                           int64_t max_tokens, const ColumnParallelLinear* share_with)
     : tp_(tp), options_(options), max_tokens_(max_tokens) {
   if (options_.segments.empty()) options_.segments = {options_.out_features};
   TP_CHECK(!(options_.sequence_parallel && options_.gather_output), ConfigError,
@@ -21,9 +21,10 @@ ColumnParallelLinear::ColumnParallelLinear(ProcessGroup& tp, const ColumnParalle
     bias = make_sharded(options_.name + ".bias", {options_.out_features}, 0, options_.segments, tp.rank(), tp.size(),
                         /*weight_decay=*/false, options_.segment_parts);  // zero-initialised
   if (options_.precision == Precision::BF16) {
-    if (!sequence_parallel()) x_bf16_ = Bf16Operand(max_tokens, options_.in_features);
+    if (!sequence_parallel())
+      x_bf16_ = share_with ? share_with->x_bf16_.view() : Bf16Operand(max_tokens, options_.in_features);
     w_bf16_ = Bf16Operand(out_per_partition_, options_.in_features);
-    dy_bf16_ = Bf16Operand(max_tokens, out_per_partition_);
+    dy_bf16_ = share_with ? share_with->dy_bf16_.view() : Bf16Operand(max_tokens, out_per_partition_);
   }
   if (options_.gather_output && tp.size() > 1) {
     gather_scratch_ = Tensor({tp.size(), max_tokens, out_per_partition_});

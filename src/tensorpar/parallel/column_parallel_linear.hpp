@@ -36,7 +36,10 @@ struct ColumnParallelOptions {
 
 class ColumnParallelLinear {
  public:
-  ColumnParallelLinear(ProcessGroup& tp, const ColumnParallelOptions& options, int64_t max_tokens);
+  // share_with: keep the bf16 input copy and the bf16 gradient scratch in that layer's buffers
+  // (built alike) instead of allocating them (full activation recomputation).
+  ColumnParallelLinear(ProcessGroup& tp, const ColumnParallelOptions& options, int64_t max_tokens,
+                       const ColumnParallelLinear* share_with = nullptr);
 
   int64_t in_features() const { return options_.in_features; }
   int64_t out_features() const { return options_.out_features; }
@@ -56,6 +59,9 @@ class ColumnParallelLinear {
   Parameter bias;    // local (out_pp); empty tensor when options.bias is false
 
   void collect_parameters(std::vector<Parameter*>& out);
+  // Bytes kept from forward to backward that this layer owns: the bf16 input copy (bf16, not
+  // sequence parallel); the f32 input belongs to the caller.
+  int64_t activation_bytes() const { return x_bf16_.owned_bytes(); }
 
  private:
   // inp itself, or (sequence parallel) every rank's tokens all-gathered into the workspace.

@@ -65,9 +65,11 @@ RowParallelOptions proj_options(const AttentionOptions& o) {
 
 }  // namespace
 
-ParallelAttention::ParallelAttention(ProcessGroup& tp, const AttentionOptions& options, int64_t batch, int64_t seq)
-    : qkv(tp, qkv_options(resolved(tp, options), tp.size()), batch * seq),
-      proj(tp, proj_options(resolved(tp, options)), batch * seq),
+ParallelAttention::ParallelAttention(ProcessGroup& tp, const AttentionOptions& options, int64_t batch, int64_t seq,
+                                     const ParallelAttention* share_with)
+    : qkv(tp, qkv_options(resolved(tp, options), tp.size()), batch * seq,
+          share_with && !options.recompute_output ? &share_with->qkv : nullptr),
+      proj(tp, proj_options(resolved(tp, options)), batch * seq, share_with ? &share_with->proj : nullptr),
       options_(resolved(tp, options)) {
   heads_pp_ = options_.n_heads / tp.size();
   kv_heads_pp_ = std::max<int64_t>(1, options_.n_kv_heads / tp.size());
@@ -87,6 +89,20 @@ ParallelAttention::ParallelAttention(ProcessGroup& tp, const AttentionOptions& o
     rope_ = std::make_unique<RopeTable>(head_dim_, options_.max_positions, options_.rope_theta);
   }
   const int64_t width = (heads_pp_ + 2 * kv_heads_pp_) * head_dim_;
+  if (share_with) {
+    TP_CHECK_EQ(share_with->qkv_out_.numel(), max_tokens_ * width, "attention sharing activations");
+    att_ = share_with->att_.view();
+    datt_ = share_with->datt_.view();
+    dqkv_ = share_with->dqkv_.view();
+    if (!options_.recompute_output) {  // all of them (full recomputation)
+      qkv_out_ = share_with->qkv_out_.view();
+      lse_ = share_with->lse_.view();
+      return;
+    }
+    qkv_out_ = Tensor({max_tokens_, width});
+    lse_ = Tensor({batch, heads_pp_, seq});
+    return;
+  }
   qkv_out_ = Tensor({max_tokens_, width});
   dqkv_ = Tensor({max_tokens_, width});
   att_ = Tensor({max_tokens_, heads_pp_ * head_dim_});
@@ -97,6 +113,20 @@ ParallelAttention::ParallelAttention(ProcessGroup& tp, const AttentionOptions& o
 void ParallelAttention::collect_parameters(std::vector<Parameter*>& out) {
   qkv.collect_parameters(out);
   proj.collect_parameters(out);
+}
+
+int64_t ParallelAttention::activation_bytes() const {
+  int64_t bytes = qkv.activation_bytes() + proj.activation_bytes();
+  for (const Tensor* t : {&qkv_out_, &att_, &lse_})
+    if (t->owns_data()) bytes += int64_t(t->nbytes());
+  return bytes;
+}
+
+void ParallelAttention::recompute_attention_output(int64_t B, int64_t T) {
+  TP_PROFILE_SCOPE("attention core recompute");
+  const AttentionDims dims{B, T, heads_pp_, kv_heads_pp_, head_dim_};
+  attention_forward(att_.f32(), lse_.f32(), qkv_out_.f32(), dims);  // lse: the same values again
+  proj.keep_input(att_.f32(), B * T);
 }
 
 void ParallelAttention::forward(float* out, const float* inp, int64_t B, int64_t T) {
@@ -117,6 +147,7 @@ void ParallelAttention::forward(float* out, const float* inp, int64_t B, int64_t
 
 void ParallelAttention::backward(float* dinp, const float* dout, const float* inp, int64_t B, int64_t T) {
   const int64_t N = B * T, width = qkv_out_.dim(1);
+  if (options_.recompute_output) recompute_attention_output(B, T);  // another layer's since forward
   proj.backward(datt_.f32(), dout, att_.f32(), N);  // no communication
   const AttentionDims dims{B, T, heads_pp_, kv_heads_pp_, head_dim_};
   {

@@ -38,6 +38,10 @@ struct AttentionOptions {
   Precision precision = Precision::F32;  // of the projections; the attention core is f32
   SequenceParallelWorkspace* workspace = nullptr;  // sequence parallel: inp/out/dinp/dout are N/t tokens
   bool sequence_parallel = false;
+  // Selective activation recomputation: backward recomputes the attention output (the output
+  // projection's input) from the kept q, k, v and log-sum-exp with one more attention_forward, so
+  // layers built with share_with keep it in one buffer between them.
+  bool recompute_output = false;
 };
 
 // One layer of a rank's KV cache (owned by infer::KvCache): k and v of this rank's KV heads,
@@ -50,7 +54,11 @@ struct KvCacheSlice {
 
 class ParallelAttention {
  public:
-  ParallelAttention(ProcessGroup& tp, const AttentionOptions& options, int64_t batch, int64_t seq);
+  // share_with: keep activations in the buffers of that layer (built alike) instead of allocating
+  // them. With options.recompute_output, only the output (and scratch) is shared; otherwise all of
+  // them, for full recomputation, where each block runs forward again right before its backward.
+  ParallelAttention(ProcessGroup& tp, const AttentionOptions& options, int64_t batch, int64_t seq,
+                    const ParallelAttention* share_with = nullptr);
 
   // out (B*T, hidden) whole; inp (B*T, hidden)
   void forward(float* out, const float* inp, int64_t B, int64_t T);
@@ -69,6 +77,8 @@ class ParallelAttention {
   int64_t kv_heads_per_partition() const { return kv_heads_pp_; }
   int64_t head_dim() const { return head_dim_; }
   const RopeTable* rope_table() const { return rope_.get(); }
+  // Bytes kept from forward to backward that this layer owns (q/k/v, output, lse, bf16 copies).
+  int64_t activation_bytes() const;
 
   ColumnParallelLinear qkv;
   RowParallelLinear proj;
@@ -77,6 +87,7 @@ class ParallelAttention {
   static AttentionOptions resolved(const ProcessGroup& tp, AttentionOptions o);
   void sum_replicated_kv_grads_begin();
   void sum_replicated_kv_grads_end();
+  void recompute_attention_output(int64_t B, int64_t T);  // att_ (and proj's bf16 copy) again
   AttentionOptions options_;
   int64_t heads_pp_ = 0, kv_heads_pp_ = 0, head_dim_ = 0, max_tokens_ = 0;
   std::unique_ptr<RopeTable> rope_;

@@ -27,6 +27,10 @@ class ParallelLmHead {
   void backward(float* dx, const float* x, const int32_t* targets, int64_t N, float dloss);
 
   const VocabShard& shard() const { return shard_; }
+  // Bytes kept from forward to backward: logits, row max and sum of exponentials, bf16 input copy.
+  int64_t activation_bytes() const {
+    return int64_t(logits_.nbytes() + row_max_.nbytes() + row_sumexp_.nbytes()) + x_bf16_.owned_bytes();
+  }
 
  private:
   ProcessGroup& tp_;

@@ -42,10 +42,20 @@ RowParallelOptions proj_options(const MlpOptions& o) {
 
 }  // namespace
 
-ParallelMLP::ParallelMLP(ProcessGroup& tp, const MlpOptions& options, int64_t max_tokens)
-    : fc(tp, fc_options(options), max_tokens), proj(tp, proj_options(options), max_tokens), options_(options) {
+ParallelMLP::ParallelMLP(ProcessGroup& tp, const MlpOptions& options, int64_t max_tokens, const ParallelMLP* share_with)
+    : fc(tp, fc_options(options), max_tokens, share_with ? &share_with->fc : nullptr),
+      proj(tp, proj_options(options), max_tokens, share_with ? &share_with->proj : nullptr),
+      options_(options) {
   ffn_per_partition_ = proj.in_features_per_partition();
   const int64_t fc_cols = fc.out_features_per_partition();
+  if (share_with) {
+    TP_CHECK_EQ(share_with->pre_.numel(), max_tokens * fc_cols, "MLP sharing activations");
+    pre_ = share_with->pre_.view();
+    dpre_ = share_with->dpre_.view();
+    act_ = share_with->act_.view();
+    dact_ = share_with->dact_.view();
+    return;
+  }
   pre_ = Tensor({max_tokens, fc_cols});
   dpre_ = Tensor({max_tokens, fc_cols});
   act_ = Tensor({max_tokens, ffn_per_partition_});
@@ -55,6 +65,23 @@ ParallelMLP::ParallelMLP(ProcessGroup& tp, const MlpOptions& options, int64_t ma
 void ParallelMLP::collect_parameters(std::vector<Parameter*>& out) {
   fc.collect_parameters(out);
   proj.collect_parameters(out);
+}
+
+int64_t ParallelMLP::activation_bytes() const {
+  int64_t bytes = fc.activation_bytes() + proj.activation_bytes();
+  for (const Tensor* t : {&pre_, &act_})
+    if (t->owns_data()) bytes += int64_t(t->nbytes());
+  return bytes;
+}
+
+void ParallelMLP::recompute(const float* inp, int64_t N) {
+  const int64_t f = ffn_per_partition_;
+  fc.forward(pre_.f32(), inp, N);
+  if (options_.activation == MlpActivation::Gelu)
+    gelu_forward(act_.f32(), pre_.f32(), N * f);
+  else
+    swiglu_forward(act_.f32(), pre_.f32(), pre_.f32() + f, N, f, 2 * f);
+  proj.keep_input(act_.f32(), N);  // bf16: the copy proj's dW reads
 }
 
 void ParallelMLP::forward(float* out, const float* inp, int64_t N) {

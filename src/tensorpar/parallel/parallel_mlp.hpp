@@ -34,7 +34,10 @@ struct MlpOptions {
 
 class ParallelMLP {
  public:
-  ParallelMLP(ProcessGroup& tp, const MlpOptions& options, int64_t max_tokens);
+  // share_with: keep every activation and scratch buffer in that MLP's (built alike) instead of
+  // allocating them: full activation recomputation, where each block runs forward again (recompute)
+  // right before its backward, so one set serves every block.
+  ParallelMLP(ProcessGroup& tp, const MlpOptions& options, int64_t max_tokens, const ParallelMLP* share_with = nullptr);
 
   // out (N, hidden) = MLP(inp (N, hidden)); out is whole on every rank.
   void forward(float* out, const float* inp, int64_t N);
@@ -42,6 +45,11 @@ class ParallelMLP {
   void backward(float* dinp, const float* dout, const float* inp, int64_t N);
 
   void collect_parameters(std::vector<Parameter*>& out);
+  // Forward up to what backward needs (the fc output and the activation), for full recomputation:
+  // the output projection is skipped, and with it its GEMM and all-reduce (or reduce-scatter).
+  void recompute(const float* inp, int64_t N);
+  // Bytes kept from forward to backward that this MLP owns (fc output, activation, bf16 copies).
+  int64_t activation_bytes() const;
 
   ColumnParallelLinear fc;
   RowParallelLinear proj;

@@ -7,7 +7,8 @@
 
 namespace tensorpar {
 
-RowParallelLinear::RowParallelLinear(ProcessGroup& tp, const RowParallelOptions& options, int64_t max_tokens)
+RowParallelLinear::RowParallelLinear(ProcessGroup& tp, const RowParallelOptions& options, int64_t max_tokens,
+                                     const RowParallelLinear* share_with)
     : tp_(tp), options_(options), max_tokens_(max_tokens) {
   weight = make_sharded(options_.name + ".weight", {options_.out_features, options_.in_features}, 1,
                         {options_.in_features}, tp.rank(), tp.size(), /*weight_decay=*/true);
@@ -15,9 +16,9 @@ RowParallelLinear::RowParallelLinear(ProcessGroup& tp, const RowParallelOptions&
   init_normal(weight, options_.seed, options_.init_std);
   if (options_.bias) bias = make_replicated(options_.name + ".bias", {options_.out_features}, tp.size(), false);
   if (options_.precision == Precision::BF16) {
-    x_bf16_ = Bf16Operand(max_tokens, in_per_partition_);
+    x_bf16_ = share_with ? share_with->x_bf16_.view() : Bf16Operand(max_tokens, in_per_partition_);
     w_bf16_ = Bf16Operand(options_.out_features, in_per_partition_);
-    dy_bf16_ = Bf16Operand(max_tokens, options_.out_features);
+    dy_bf16_ = share_with ? share_with->dy_bf16_.view() : Bf16Operand(max_tokens, options_.out_features);
   }
   if (!options_.input_is_parallel && tp.size() > 1) {
     dinp_local_ = Tensor({max_tokens, in_per_partition_});
@@ -55,6 +56,14 @@ void RowParallelLinear::forward(float* out, const float* inp, int64_t N) {
     reduce_from_tp_forward(tp_, std::span<float>(out, size_t(N * out_f)));
   }
   if (options_.bias) add_bias(out, bias.value.f32(), rows, out_f);  // once, after the reduction
+}
+
+void RowParallelLinear::keep_input(const float* inp, int64_t N) {
+  if (options_.precision != Precision::BF16) return;
+  const int64_t in_pp = in_per_partition_;
+  const bool split_input = !options_.input_is_parallel && tp_.size() > 1;
+  x_bf16_.load(split_input ? inp + int64_t(tp_.rank()) * in_pp : inp, N, in_pp,
+               split_input ? options_.in_features : in_pp);
 }
 
 void RowParallelLinear::backward(float* dinp, const float* dout, const float* inp, int64_t N) {

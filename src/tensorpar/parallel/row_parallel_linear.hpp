@@ -31,7 +31,10 @@ struct RowParallelOptions {
 
 class RowParallelLinear {
  public:
-  RowParallelLinear(ProcessGroup& tp, const RowParallelOptions& options, int64_t max_tokens);
+  // share_with: keep the bf16 input copy and the bf16 gradient scratch in that layer's buffers
+  // (built alike) instead of allocating them (activation recomputation; see keep_input).
+  RowParallelLinear(ProcessGroup& tp, const RowParallelOptions& options, int64_t max_tokens,
+                    const RowParallelLinear* share_with = nullptr);
 
   int64_t in_features() const { return options_.in_features; }
   int64_t out_features() const { return options_.out_features; }
@@ -50,6 +53,12 @@ class RowParallelLinear {
   Parameter bias;    // replicated (out)
 
   void collect_parameters(std::vector<Parameter*>& out);
+  // bf16 mode: round inp into the bf16 copy the backward reads, as forward does, without the GEMM
+  // and its all-reduce: after the input was recomputed into a buffer shared by several layers.
+  // f32: nothing to do (backward reads inp itself).
+  void keep_input(const float* inp, int64_t N);
+  // Bytes kept from forward to backward that this layer owns: the bf16 input copy (bf16 only).
+  int64_t activation_bytes() const { return x_bf16_.owned_bytes(); }
 
  private:
   ProcessGroup& tp_;

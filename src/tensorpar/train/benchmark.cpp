@@ -9,6 +9,7 @@
 #include "tensorpar/core/rng.hpp"
 #include "tensorpar/kernels/gemm.hpp"
 #include "tensorpar/kernels/peak_flops.hpp"
+#include "tensorpar/model/memory.hpp"
 #include "tensorpar/model/transformer.hpp"
 #include "tensorpar/train/adamw.hpp"
 #include "tensorpar/train/grad_norm.hpp"
@@ -116,6 +117,13 @@ BenchResult run_benchmark(ProcessGroup& world, const BenchOptions& o) {
   world.all_reduce(std::span<double>(&max_rss, 1), {ReduceOp::Max});
   r.comm_fraction = sum_comm / world.size();
   r.peak_rss_mb = max_rss;
+  const MemoryShape shape{preset.model, B, T, tp.size(), o.compute};
+  r.activation_bytes_per_layer = model.activation_bytes_per_layer();
+  r.activation_bytes_per_layer_formula = activation_bytes_per_layer_formula(shape);
+  r.activation_bytes_per_layer_korthikanti = korthikanti_activation_bytes_per_layer(shape);
+  r.activation_bytes = model.activation_bytes();
+  r.parameter_bytes_per_rank = parameter_bytes_per_rank(model.parameters());
+  r.parameter_bytes_expected = parameter_bytes_expected(model.parameters(), tp.size());
   return r;
 }
 

@@ -18,7 +18,7 @@ struct BenchOptions {
   int64_t batch = 0;  // 0: the preset's
   uint64_t seed = 1;
   bool profile = false;
-  TransformerOptions compute;  // precision
+  TransformerOptions compute;  // precision, sequence parallelism, recomputation
   AsyncMode async_mode = AsyncMode::Deferred;  // how the backward's dX all-reduce meets the dW GEMM  // collect the per-phase time table (core/profile.hpp) over the timed steps
 };
 
@@ -44,6 +44,13 @@ struct BenchResult {
   double mfu_bf16 = 0;          // bf16 runs: against the bf16 peak
   double comm_fraction = 0;           // mean over ranks of (time blocked in collectives / step time)
   double peak_rss_mb = 0;             // max over ranks
+  // memory per rank (docs/memory.md), measured on rank 0 beside the formulas for the same mode
+  int64_t activation_bytes_per_layer = 0;          // held from forward to backward, per layer
+  double activation_bytes_per_layer_formula = 0;   // ours
+  double activation_bytes_per_layer_korthikanti = 0;  // Korthikanti et al., scaled to f32 activations
+  int64_t activation_bytes = 0;                    // whole model, LM head included
+  int64_t parameter_bytes_per_rank = 0;            // values + grads + AdamW m, v
+  double parameter_bytes_expected = 0;             // replicated + 1/t of the sharded parameters
   float loss = 0;
 };
 

@@ -31,7 +31,7 @@ struct TrainOptions {
   int64_t val_every = 0;      // steps between validations (0: only at the end)
   int64_t val_batches = 4;
   bool progress = true;       // live progress line on rank 0 (stderr)
-  TransformerOptions compute;  // precision
+  TransformerOptions compute;  // precision, sequence parallelism, recomputation
 };
 
 struct StepRecord {
