@@ -10,6 +10,7 @@
 
 #include "tensorpar/model/transformer.hpp"
 #include "test_util.hpp"
+#include "tiny_model.hpp"
 
 namespace tensorpar {
 namespace {
@@ -18,25 +19,10 @@ using testing::all_close;
 
 constexpr int64_t kBatch = 2, kSeq = 6;
 
-ModelConfig tiny(ModelFamily family) {
-  ModelConfig c;
-  c.family = family;
-  c.vocab_size = 300;
-  c.max_seq = 8;
-  c.hidden = 24;
-  c.layers = 3;  // first block owns the shared buffers, a middle one, and the last (not recomputed)
-  c.heads = 4;
-  c.ffn_hidden = family == ModelFamily::Llama ? 40 : 0;
-  c.kv_heads = family == ModelFamily::Llama ? 4 : 0;
-  c.tie_embeddings = family == ModelFamily::Gpt2;
-  return c;
-}
+// 3 layers: the first block owns the shared buffers, a middle one, and the last (not recomputed)
+ModelConfig tiny(ModelFamily family) { return testing::tiny_config(family, 3); }
 
-std::vector<int32_t> tokens(uint32_t seed) {
-  std::vector<int32_t> t(size_t(kBatch * kSeq));
-  for (auto& x : t) x = int32_t((seed = seed * 1664525u + 1013904223u) >> 8) % 300;
-  return t;
-}
+std::vector<int32_t> tokens(uint32_t seed) { return testing::random_tokens(seed, size_t(kBatch * kSeq)); }
 
 struct StepResult {
   float loss = 0;

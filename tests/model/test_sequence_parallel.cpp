@@ -7,31 +7,16 @@
 
 #include "tensorpar/model/transformer.hpp"
 #include "test_util.hpp"
+#include "tiny_model.hpp"
 
 namespace tensorpar {
 namespace {
 
 using testing::all_close;
 
-ModelConfig tiny(ModelFamily family) {
-  ModelConfig c;
-  c.family = family;
-  c.vocab_size = 300;
-  c.max_seq = 8;
-  c.hidden = 24;
-  c.layers = 2;
-  c.heads = 4;
-  c.ffn_hidden = family == ModelFamily::Llama ? 40 : 0;
-  c.kv_heads = family == ModelFamily::Llama ? 4 : 0;
-  c.tie_embeddings = family == ModelFamily::Gpt2;
-  return c;
-}
+ModelConfig tiny(ModelFamily family) { return testing::tiny_config(family); }
 
-std::vector<int32_t> tokens(uint32_t seed) {
-  std::vector<int32_t> t(12);
-  for (auto& x : t) x = int32_t((seed = seed * 1664525u + 1013904223u) >> 8) % 300;
-  return t;
-}
+std::vector<int32_t> tokens(uint32_t seed) { return testing::random_tokens(seed, 12); }
 
 class SequenceParallelTest : public ::testing::TestWithParam<ModelFamily> {};
 

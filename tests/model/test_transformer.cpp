@@ -7,6 +7,7 @@
 #include "../parallel/slices.hpp"
 #include "tensorpar/model/transformer.hpp"
 #include "test_util.hpp"
+#include "tiny_model.hpp"
 
 namespace tensorpar {
 namespace {
@@ -16,30 +17,9 @@ using testing::local_slice;
 
 constexpr int64_t kBatch = 2, kSeq = 6;
 
-ModelConfig tiny(ModelFamily family) {
-  ModelConfig c;
-  c.family = family;
-  c.vocab_size = 300;  // padded to 128*t: padding must not change anything
-  c.max_seq = 8;
-  c.hidden = 24;
-  c.layers = 2;
-  c.heads = 12;  // splits over 1, 2, 3 and 4 ranks
-  c.ffn_hidden = family == ModelFamily::Llama ? 36 : 0;
-  c.kv_heads = family == ModelFamily::Llama ? 12 : 0;
-  c.tie_embeddings = family == ModelFamily::Gpt2;
-  c.norm_eps = 1e-5f;
-  return c;
-}
+ModelConfig tiny(ModelFamily family) { return testing::tiny_config(family, 2, 12); }  // 12 heads: also 3 ranks
 
-std::vector<int32_t> tokens(uint32_t seed) {
-  std::vector<int32_t> t(size_t(kBatch * kSeq));
-  uint32_t s = seed;
-  for (auto& x : t) {
-    s = s * 1664525u + 1013904223u;
-    x = int32_t((s >> 8) % 300);
-  }
-  return t;
-}
+std::vector<int32_t> tokens(uint32_t seed) { return testing::random_tokens(seed, size_t(kBatch * kSeq)); }
 
 // Non-zero biases so their gradients and the bias-once rule are exercised.
 void perturb_biases(TransformerLM& m) {
