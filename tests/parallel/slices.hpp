@@ -1,8 +1,13 @@
 // Slicing helpers for comparing a rank's shard with the serial (TP=1) tensor computed in the same test.
 #pragma once
+#include <gtest/gtest.h>
+
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
+
+#include <cmath>
 
 #include "tensorpar/parallel/parameter.hpp"
 
@@ -24,6 +29,24 @@ inline std::vector<float> local_slice(const Parameter& p, std::span<const float>
 }
 
 inline std::span<const float> values(const Parameter& p) { return p.value.span(); }
+
+// Every `stride`-th element of p's gradient against a central difference of loss() with respect to
+// that element of p's value (perturbed in place and restored): |grad - fd| <= atol + rtol * |fd|.
+inline void expect_gradient_matches_finite_differences(Parameter& p, const std::function<double()>& loss,
+                                                       size_t stride, double atol, double rtol = 0,
+                                                       double eps = 1e-3) {
+  float* v = p.value.f32();
+  for (size_t i = 0; i < size_t(p.value.numel()); i += stride) {
+    const float saved = v[i];
+    v[i] = float(saved + eps);
+    const double plus = loss();
+    v[i] = float(saved - eps);
+    const double minus = loss();
+    v[i] = saved;
+    const double fd = (plus - minus) / (2 * eps);
+    EXPECT_NEAR(p.grad.f32()[i], fd, atol + rtol * std::fabs(fd)) << p.name << "[" << i << "]";
+  }
+}
 inline std::span<const float> grads(const Parameter& p) { return p.grad.span(); }
 
 }  // namespace tensorpar::testing

@@ -98,23 +98,8 @@ TEST(ColumnParallelLinear, SerialGradientsMatchFiniteDifferences) {
   layer.backward(dx.data(), w_loss.data(), x.data(), kTokens);
   for (size_t i = 0; i < x.size(); i += 7)
     EXPECT_NEAR(dx[i], testing::central_difference(x, i, loss), 2e-3) << "dx[" << i << "]";
-  std::vector<float> w(layer.weight.value.span().begin(), layer.weight.value.span().end());
-  for (size_t i = 0; i < w.size(); i += 11) {
-    auto fd = [&] {
-      std::copy(w.begin(), w.end(), layer.weight.value.f32());
-      return loss();
-    };
-    EXPECT_NEAR(layer.weight.grad.f32()[i], testing::central_difference(w, i, fd), 2e-3) << "dW[" << i << "]";
-  }
-  std::copy(w.begin(), w.end(), layer.weight.value.f32());
-  std::vector<float> b(layer.bias.value.span().begin(), layer.bias.value.span().end());
-  for (size_t i = 0; i < b.size(); i += 5) {
-    auto fd = [&] {
-      std::copy(b.begin(), b.end(), layer.bias.value.f32());
-      return loss();
-    };
-    EXPECT_NEAR(layer.bias.grad.f32()[i], testing::central_difference(b, i, fd), 2e-3) << "db[" << i << "]";
-  }
+  testing::expect_gradient_matches_finite_differences(layer.weight, loss, 11, 2e-3);
+  testing::expect_gradient_matches_finite_differences(layer.bias, loss, 5, 2e-3);
 }
 
 TEST(ColumnParallelLinear, UnevenSplitThrowsOnEveryRank) {

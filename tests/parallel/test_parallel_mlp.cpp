@@ -78,17 +78,7 @@ TEST_P(ParallelMlpTest, SerialGradientsMatchFiniteDifferences) {
     EXPECT_NEAR(dx[i], testing::central_difference(x, i, loss), 5e-3) << "dx[" << i << "]";
   std::vector<Parameter*> params;
   mlp.collect_parameters(params);
-  for (Parameter* p : params) {
-    std::vector<float> v(p->value.span().begin(), p->value.span().end());
-    for (size_t i = 0; i < v.size(); i += 17) {
-      auto fd = [&] {
-        std::copy(v.begin(), v.end(), p->value.f32());
-        return loss();
-      };
-      EXPECT_NEAR(p->grad.f32()[i], testing::central_difference(v, i, fd), 5e-3) << p->name << "[" << i << "]";
-    }
-    std::copy(v.begin(), v.end(), p->value.f32());
-  }
+  for (Parameter* p : params) testing::expect_gradient_matches_finite_differences(*p, loss, 17, 5e-3);
 }
 
 INSTANTIATE_TEST_SUITE_P(Activations, ParallelMlpTest,

@@ -76,15 +76,7 @@ TEST(RowParallelLinear, SerialGradientsMatchFiniteDifferences) {
   layer.backward(dx.data(), w_loss.data(), x.data(), kTokens);
   for (size_t i = 0; i < x.size(); i += 7)
     EXPECT_NEAR(dx[i], testing::central_difference(x, i, loss), 2e-3) << "dx[" << i << "]";
-  std::vector<float> w(layer.weight.value.span().begin(), layer.weight.value.span().end());
-  for (size_t i = 0; i < w.size(); i += 13) {
-    auto fd = [&] {
-      std::copy(w.begin(), w.end(), layer.weight.value.f32());
-      return loss();
-    };
-    EXPECT_NEAR(layer.weight.grad.f32()[i], testing::central_difference(w, i, fd), 2e-3) << "dW[" << i << "]";
-  }
-  std::copy(w.begin(), w.end(), layer.weight.value.f32());
+  testing::expect_gradient_matches_finite_differences(layer.weight, loss, 13, 2e-3);
   for (int64_t j = 0; j < kOut; ++j) {
     double expected = 0;
     for (int64_t n = 0; n < kTokens; ++n) expected += w_loss[size_t(n * kOut + j)];
