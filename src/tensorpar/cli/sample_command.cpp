@@ -1,7 +1,7 @@
-// tensorpar sample: load a saved model at any TP degree and print continuations of a prompt,
-// recomputing the whole context for every new token (simple; `generate` uses a KV cache).
+// tensorpar sample: load a saved model at any TP degree and print several text continuations of a
+// prompt, generated together as one batch through the KV-cache generator (one row per sample).
 #include "tensorpar/cli/command.hpp"
-#include "tensorpar/infer/sampler.hpp"
+#include "tensorpar/infer/generator.hpp"
 #include "tensorpar/io/hf_checkpoint.hpp"
 #include "tensorpar/io/tokenizer.hpp"
 #include "tensorpar/model/transformer.hpp"
@@ -18,7 +18,9 @@ void add_sample_command(CLI::App& app, Runner& run) {
   auto o = std::make_shared<Options>();
   cmd->add_option("--model", o->model, "model directory (config.json + model.safetensors)")->required();
   cmd->add_option("--prompt", o->prompt, "text to continue")->capture_default_str();
-  cmd->add_option("--max-new-tokens,-n", o->max_new_tokens, "tokens to generate per sample")->capture_default_str();
+  cmd->add_option("--max-new-tokens,-n", o->max_new_tokens,
+                  "tokens to generate per sample (at most the model's positions minus the prompt)")
+      ->capture_default_str();
   cmd->add_option("--samples", o->samples, "how many continuations")->capture_default_str();
   cmd->add_option("--temperature", o->sampling.temperature, "softmax temperature (0: greedy)")->capture_default_str();
   cmd->add_option("--top-k", o->sampling.top_k, "sample among the k most likely tokens (0: all)")->capture_default_str();
@@ -26,30 +28,33 @@ void add_sample_command(CLI::App& app, Runner& run) {
   cmd->add_option("--seed", o->sampling.seed, "sampling seed")->capture_default_str();
   cmd->callback([=, &run] {
     run = [=](ProcessGroup& world) {
+      TP_CHECK(o->samples >= 1 && o->max_new_tokens >= 1, ConfigError,
+               "--samples and --max-new-tokens must be at least 1");
       const ModelConfig config = io::read_model_config(o->model);
       std::unique_ptr<io::Tokenizer> tokenizer;
+      std::vector<int32_t> prompt;
       std::string error;
-      try {
+      try {  // rank-local: files and parsing; agreed on before the first collective
         tokenizer = io::load_tokenizer(o->model, config.vocab_size);
+        prompt = tokenizer->encode(o->prompt);
+        TP_CHECK(!prompt.empty(), ConfigError, "the prompt encodes to no tokens; give a non-empty --prompt");
+        TP_CHECK(int64_t(prompt.size()) < config.max_seq, ConfigError,
+                 "the prompt has {} tokens but the model only {} positions", prompt.size(), config.max_seq);
       } catch (const Error& e) {
         error = e.what();
       }
       world.agree<ConfigError>(error);
-      TransformerLM model(world, config, 1, config.max_seq, 0);
+      const int64_t B = o->samples, prompt_len = int64_t(prompt.size());
+      std::vector<int32_t> prompts;
+      for (int64_t b = 0; b < B; ++b) prompts.insert(prompts.end(), prompt.begin(), prompt.end());
+      TransformerLM model(world, config, B, std::min<int64_t>(prompt_len, 256), 0);
       io::load_hf_checkpoint(world, model, o->model);
-      Sampler sampler(o->sampling);
-      std::vector<float> logits(size_t(config.vocab_size));
-      for (int64_t s = 0; s < o->samples; ++s) {
-        std::vector<int32_t> context = tokenizer->encode(o->prompt);
-        TP_CHECK(!context.empty(), ConfigError, "the prompt encodes to no tokens; give a non-empty --prompt");
-        const size_t prompt_len = context.size();
-        for (int64_t i = 0; i < o->max_new_tokens; ++i) {
-          const int64_t T = std::min<int64_t>(int64_t(context.size()), config.max_seq);
-          model.last_logits(logits.data(), context.data() + context.size() - size_t(T), 1, T);
-          context.push_back(sampler.sample(logits, uint64_t(s * o->max_new_tokens + i)));
-        }
-        const std::string text = tokenizer->decode(std::span(context).subspan(prompt_len));
-        print_rank0(world, fmt::format("{}--- sample {} ---\n{}{}\n", s == 0 ? "" : "\n", s + 1, o->prompt, text));
+      Generator generator(model, B, std::min(config.max_seq, prompt_len + o->max_new_tokens - 1));
+      const GenerationResult r = generator.generate(prompts.data(), prompt_len, o->max_new_tokens, o->sampling);
+      for (int64_t b = 0; b < B; ++b) {
+        const std::span<const int32_t> row(r.tokens.data() + b * r.new_tokens, size_t(r.new_tokens));
+        print_rank0(world, fmt::format("{}--- sample {} ---\n{}{}\n", b == 0 ? "" : "\n", b + 1, o->prompt,
+                                       tokenizer->decode(row)));
       }
       return 0;
     };
