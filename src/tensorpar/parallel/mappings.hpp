@@ -11,9 +11,8 @@
 
 namespace tensorpar {
 
-// f backward: sum the partial input gradients of the group, in place.
-inline void copy_to_tp_backward(ProcessGroup& tp, std::span<float> grad) { tp.all_reduce(grad); }
-// f backward, non-blocking: the caller overlaps it with the weight-gradient GEMM and waits.
+// f backward: sum the partial input gradients of the group, in place. Returns a Work: the caller
+// computes the weight gradient meanwhile and waits (ProcessGroup::async_mode decides how it runs).
 inline Work copy_to_tp_backward_async(ProcessGroup& tp, std::span<float> grad) { return tp.all_reduce_async(grad); }
 // g forward: sum the partial outputs of the group, in place.
 inline void reduce_from_tp_forward(ProcessGroup& tp, std::span<float> x) { tp.all_reduce(x); }
