@@ -89,7 +89,13 @@ struct TransformerLM::Block {
         int64_t local_tokens, uint64_t seed, SequenceParallelWorkspace* workspace, const Block* first)
       : Block(tp, c, t, names(c.family, layer), B, T, local_tokens, seed,
               0.02f / std::sqrt(2.0f * float(c.layers)), workspace,  // GPT-2's scaled residual projections
-              t.recompute == Recompute::None ? nullptr : first, t.recompute == Recompute::Full ? first : nullptr) {}
+              t.recompute == Recompute::None ? nullptr : first, t.recompute == Recompute::Full ? first : nullptr) {
+    // with recomputation the scratch is shared already, with the activations
+    if (first && t.recompute == Recompute::None) {
+      attention.share_gradient_scratch(first->attention);
+      mlp.share_gradient_scratch(first->mlp);
+    }
+  }
   Block(ProcessGroup& tp, const ModelConfig& c, const TransformerOptions& t, const Names& n, int64_t B, int64_t T,
         int64_t local_tokens, uint64_t seed, float proj_std, SequenceParallelWorkspace* workspace,
         const Block* share_attention, const Block* share_all)

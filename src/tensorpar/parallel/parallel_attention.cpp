@@ -110,6 +110,12 @@ ParallelAttention::ParallelAttention(ProcessGroup& tp, const AttentionOptions& o
   lse_ = Tensor({batch, heads_pp_, seq});
 }
 
+void ParallelAttention::share_gradient_scratch(const ParallelAttention& first) {
+  TP_CHECK_EQ(first.dqkv_.numel(), dqkv_.numel(), "attention sharing gradient scratch");
+  datt_ = first.datt_.view();
+  dqkv_ = first.dqkv_.view();
+}
+
 void ParallelAttention::collect_parameters(std::vector<Parameter*>& out) {
   qkv.collect_parameters(out);
   proj.collect_parameters(out);

@@ -72,6 +72,9 @@ class ParallelAttention {
                       const KvCacheSlice& cache);
 
   void collect_parameters(std::vector<Parameter*>& out);
+  // Use `first`'s gradient scratch (datt, dqkv) instead of this layer's own: it lives only inside
+  // one backward call, so all the layers of a model can share it. `first` is built alike.
+  void share_gradient_scratch(const ParallelAttention& first);
 
   int64_t heads_per_partition() const { return heads_pp_; }
   int64_t kv_heads_per_partition() const { return kv_heads_pp_; }

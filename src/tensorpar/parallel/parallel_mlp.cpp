@@ -62,6 +62,12 @@ ParallelMLP::ParallelMLP(ProcessGroup& tp, const MlpOptions& options, int64_t ma
   dact_ = Tensor({max_tokens, ffn_per_partition_});
 }
 
+void ParallelMLP::share_gradient_scratch(const ParallelMLP& first) {
+  TP_CHECK_EQ(first.dpre_.numel(), dpre_.numel(), "MLP sharing gradient scratch");
+  dpre_ = first.dpre_.view();
+  dact_ = first.dact_.view();
+}
+
 void ParallelMLP::collect_parameters(std::vector<Parameter*>& out) {
   fc.collect_parameters(out);
   proj.collect_parameters(out);

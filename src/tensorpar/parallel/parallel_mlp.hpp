@@ -45,6 +45,9 @@ class ParallelMLP {
   void backward(float* dinp, const float* dout, const float* inp, int64_t N);
 
   void collect_parameters(std::vector<Parameter*>& out);
+  // Use `first`'s gradient scratch (dact, dpre) instead of this layer's own: it lives only inside
+  // one backward call, so all the layers of a model can share it. `first` is built alike.
+  void share_gradient_scratch(const ParallelMLP& first);
   // Forward up to what backward needs (the fc output and the activation), for full recomputation:
   // the output projection is skipped, and with it its GEMM and all-reduce (or reduce-scatter).
   void recompute(const float* inp, int64_t N);
