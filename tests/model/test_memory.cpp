@@ -9,6 +9,7 @@
 
 #include "tensorpar/model/memory.hpp"
 #include "tensorpar/model/transformer.hpp"
+#include "tiny_model.hpp"
 
 namespace tensorpar {
 namespace {
@@ -71,11 +72,7 @@ INSTANTIATE_TEST_SUITE_P(
     Modes, MemoryTest,
     ::testing::Combine(::testing::Values(ModelFamily::Gpt2, ModelFamily::Llama), ::testing::Bool(),
                        ::testing::Values(Precision::F32, Precision::BF16)),
-    [](const auto& info) {
-      return std::string(std::get<0>(info.param) == ModelFamily::Gpt2 ? "Gpt2" : "Llama") +
-             (std::get<1>(info.param) ? "SequenceParallel" : "") +
-             (std::get<2>(info.param) == Precision::BF16 ? "Bf16" : "F32");
-    });
+    [](const auto& info) { return testing::mode_name(info); });
 
 TEST(Memory, KorthikantiScaledToTwoBytesIsThePapersFormula) {
   ModelConfig c = small(ModelFamily::Gpt2);

@@ -91,11 +91,7 @@ INSTANTIATE_TEST_SUITE_P(
     Modes, RecomputeTest,
     ::testing::Combine(::testing::Values(ModelFamily::Gpt2, ModelFamily::Llama), ::testing::Bool(),
                        ::testing::Values(Precision::F32, Precision::BF16)),
-    [](const auto& info) {
-      return std::string(std::get<0>(info.param) == ModelFamily::Gpt2 ? "Gpt2" : "Llama") +
-             (std::get<1>(info.param) ? "SequenceParallel" : "") +
-             (std::get<2>(info.param) == Precision::BF16 ? "Bf16" : "F32");
-    });
+    [](const auto& info) { return testing::mode_name(info); });
 
 TEST(Recompute, ParsesItsNames) {
   for (Recompute r : {Recompute::None, Recompute::Attention, Recompute::Full})

@@ -2,8 +2,11 @@
 // vocabulary (300) is padded differently at each TP degree, so padding is always exercised.
 #pragma once
 #include <cstdint>
+#include <string>
+#include <tuple>
 #include <vector>
 
+#include "tensorpar/kernels/matmul.hpp"
 #include "tensorpar/model/config.hpp"
 
 namespace tensorpar::testing {
@@ -28,6 +31,14 @@ inline std::vector<int32_t> random_tokens(uint32_t seed, size_t n, int32_t vocab
   std::vector<int32_t> t(n);
   for (auto& x : t) x = int32_t((seed = seed * 1664525u + 1013904223u) >> 8) % vocab;
   return t;
+}
+
+// Test-name suffix for parameters (family, sequence parallel, precision).
+template <class Info>
+std::string mode_name(const Info& info) {
+  return std::string(std::get<0>(info.param) == ModelFamily::Gpt2 ? "Gpt2" : "Llama") +
+         (std::get<1>(info.param) ? "SequenceParallel" : "") +
+         (std::get<2>(info.param) == Precision::BF16 ? "Bf16" : "F32");
 }
 
 }  // namespace tensorpar::testing

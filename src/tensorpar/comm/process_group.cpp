@@ -1,6 +1,7 @@
 #include "tensorpar/comm/process_group.hpp"
 
 #include <cstdint>
+#include <exception>
 
 #include "tensorpar/core/profile.hpp"
 #include <type_traits>
@@ -87,6 +88,10 @@ Work& Work::operator=(Work&& other) noexcept {
 }
 
 Work::~Work() {
+  // A deferred all-reduce has not communicated yet: while an exception unwinds on this rank alone,
+  // starting it would meet peers that are elsewhere, so it is dropped (main's agreement then ends
+  // the job). A started non-blocking one must always complete.
+  if (deferred_.data() != nullptr && std::uncaught_exceptions() > 0) return;
   if (pending()) {
     try { wait(); } catch (...) {}
   }

@@ -48,7 +48,8 @@ class ProcessGroup;
 enum class AsyncMode { Nonblocking, Deferred };
 
 // Handle of a non-blocking collective. wait() blocks until it completes and throws if it failed.
-// Move-only; a Work that is destroyed unwaited waits in its destructor (never leaves MPI dangling).
+// Move-only; a Work that is destroyed unwaited waits in its destructor (never leaves MPI dangling),
+// except a deferred one destroyed by an exception unwinding, which never starts.
 class Work {
  public:
   Work() = default;

@@ -60,7 +60,9 @@ class TransformerLM {
 
   // Mean next-token loss over B*T positions: tokens, targets (B, T). Keeps activations for backward.
   float forward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T);
-  // Accumulates the gradients of loss_scale * (mean loss) into every parameter's grad.
+  // Accumulates the gradients of loss_scale * (mean loss) into every parameter's grad. Collective:
+  // besides the layers' own, with sequence parallelism it ends with one all-reduce of the norm and
+  // position gradients (each rank saw only its tokens).
   void backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, float loss_scale = 1.0f);
   // Logits over the real vocabulary at the last position of each row: out (B, vocab_size), whole on every rank.
   void last_logits(float* out, const int32_t* tokens, int64_t B, int64_t T);
