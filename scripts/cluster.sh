@@ -3,7 +3,7 @@
 # bridge that lives in its own namespace (so the root namespace's routes and firewall never see the
 # test traffic), optionally shaped with tc to a given bandwidth (tbf) and latency (netem). `run`
 # starts mpirun inside the first host and reaches the others through an rsh agent that enters
-# their namespace with `ip netns exec` — no ssh. Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN).
+# their namespace with nsenter — no ssh. Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN).
 #
 #   scripts/cluster.sh up N [--rate 1gbit] [--delay 0.2ms] [--slots 2]
 #   scripts/cluster.sh run [mpirun args] -- PROGRAM ARGS   (default: every slot, --host from `up`)
@@ -23,6 +23,11 @@ BRIDGE_NS="$NAME-br"
 SKIP=77  # exit code of "this machine cannot host a namespace cluster" (CTest/GoogleTest skip it)
 
 die() { echo "cluster.sh: error: $*" >&2; exit 1; }
+
+# Run a command in a namespace. nsenter switches only the network namespace; `ip netns exec` and
+# `ip -n` also remount / and /sys in a new mount namespace, which fails in a chroot ("mount
+# --make-rslave /": / is not a mount point there).
+in_ns() { local ns=$1; shift; nsenter --net="/run/netns/$ns" "$@"; }
 
 # Every namespace of this cluster, hosts and bridge, including those of a crashed run.
 our_namespaces() { ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$NAME-([0-9]+|br)$" || true; }
@@ -49,14 +54,14 @@ rate_bytes() {
 # Shape the egress of a host's link: netem adds the one-way delay, a tbf under it caps the rate.
 shape() {
   local ns=$1 rate=$2 delay=$3 burst
-  if [[ -n "$delay" ]] && ! ip netns exec "$ns" tc qdisc add dev eth0 root handle 1: netem delay "$delay" limit 100000; then
+  if [[ -n "$delay" ]] && ! in_ns "$ns" tc qdisc add dev eth0 root handle 1: netem delay "$delay" limit 100000; then
     die "cannot add a netem delay: this kernel has no sch_netem (modprobe sch_netem, or run without --delay)"
   fi
   if [[ -n "$rate" ]]; then
     # burst: 2 ms of traffic, at least a few 64 KB GSO segments, so tbf does not cap below its rate
     burst=$(($(rate_bytes "$rate") / 500)); ((burst < 262144)) && burst=262144
     local parent="root handle 1:"; [[ -n "$delay" ]] && parent="parent 1:1 handle 10:"
-    ip netns exec "$ns" tc qdisc add dev eth0 $parent tbf rate "$rate" burst "$burst" latency 50ms
+    in_ns "$ns" tc qdisc add dev eth0 $parent tbf rate "$rate" burst "$burst" latency 50ms
   fi
 }
 
@@ -82,22 +87,22 @@ up() {
     exit $SKIP
   fi
   trap 'down' EXIT  # a failure half-way removes what was made
-  ip -n "$BRIDGE_NS" link set lo up
-  ip -n "$BRIDGE_NS" link add br0 type bridge
-  ip -n "$BRIDGE_NS" link set br0 up
+  in_ns "$BRIDGE_NS" ip link set lo up
+  in_ns "$BRIDGE_NS" ip link add br0 type bridge
+  in_ns "$BRIDGE_NS" ip link set br0 up
   mkdir -p "$STATE"
   : > "$STATE/hosts"
   local i ns addr hosts=""
   for ((i = 1; i <= n; i++)); do
     ns="$NAME-$i" addr="$NET.$i"
     ip netns add "$ns"
-    ip -n "$ns" link set lo up
+    in_ns "$ns" ip link set lo up
     # veth: eth0 inside the host, vh<i> on the bridge
-    ip -n "$ns" link add eth0 type veth peer name "vh$i" netns "$BRIDGE_NS"
-    ip -n "$ns" addr add "$addr/24" dev eth0
-    ip -n "$ns" link set eth0 up
-    ip -n "$BRIDGE_NS" link set "vh$i" master br0
-    ip -n "$BRIDGE_NS" link set "vh$i" up
+    in_ns "$ns" ip link add eth0 type veth peer name "vh$i" netns "$BRIDGE_NS"
+    in_ns "$ns" ip addr add "$addr/24" dev eth0
+    in_ns "$ns" ip link set eth0 up
+    in_ns "$BRIDGE_NS" ip link set "vh$i" master br0
+    in_ns "$BRIDGE_NS" ip link set "vh$i" up
     shape "$ns" "$rate" "$delay"
     echo "$addr $ns" >> "$STATE/hosts"
     hosts+="${hosts:+,}$addr:$slots"
@@ -110,7 +115,7 @@ up() {
 host=\$1; shift
 ns=\$(awk -v h="\$host" '\$1 == h {print \$2}' "$STATE/hosts")
 [ -n "\$ns" ] || { echo "cluster rsh: unknown host \$host" >&2; exit 1; }
-exec ip netns exec "\$ns" /bin/sh -c "\$*"
+exec nsenter --net="/run/netns/\$ns" /bin/sh -c "\$*"
 EOF
   chmod +x "$STATE/rsh"
   trap - EXIT
@@ -135,7 +140,7 @@ run() {
   # all hosts share this machine's cores: a rank waiting for a message yields them (as Open MPI does
   # by itself under --oversubscribe), or busy-polling ranks starve the ones with work
   export OMPI_MCA_mpi_yield_when_idle=${OMPI_MCA_mpi_yield_when_idle:-1}
-  exec ip netns exec "$NAME-1" mpirun --map-by slot --bind-to none \
+  exec nsenter --net="/run/netns/$NAME-1" mpirun --map-by slot --bind-to none \
     --mca plm_rsh_agent "$STATE/rsh" \
     --mca btl tcp,self --mca btl_tcp_if_include "$SUBNET" --mca oob_tcp_if_include "$SUBNET" \
     "${mpi_args[@]}" "$@"
@@ -144,9 +149,10 @@ run() {
 status() {
   local ns
   for ns in $(our_namespaces); do
-    echo "== $ns"; ip -n "$ns" -br addr 2>/dev/null | grep -v '^lo' || true
-    ip -n "$ns" -s -br link show dev eth0 2>/dev/null || true
-    ip netns exec "$ns" tc qdisc show dev eth0 2>/dev/null || true
+    echo "== $ns"; in_ns "$ns" ip -br addr 2>/dev/null | grep -v '^lo' || true
+    in_ns "$ns" tc qdisc show dev eth0 2>/dev/null || true
+    # per-namespace counters (/proc/net follows the reader's namespace; /sys would not under nsenter)
+    in_ns "$ns" awk '$1 == "eth0:" {print "eth0 rx_bytes " $2 " tx_bytes " $10}' /proc/net/dev
   done
 }
 
