@@ -41,6 +41,12 @@ down() {
     ip netns delete "$ns" 2>/dev/null || true
   done
   rm -rf "$STATE"
+  rmdir /run/tensorpar-cluster 2>/dev/null || true
+  # `ip netns add` bind-mounts /run/netns onto itself; once no namespace is left, undo it, so a
+  # chroot (the CI's) can be unmounted and removed afterwards
+  if [[ -d /run/netns && -z "$(ls -A /run/netns 2>/dev/null)" ]] && mountpoint -q /run/netns; then
+    umount /run/netns 2>/dev/null || true
+  fi
 }
 
 # Bytes per second of a tc rate such as 1gbit, 500mbit, 100kbit.

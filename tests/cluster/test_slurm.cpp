@@ -44,8 +44,9 @@ TEST_F(Slurm, ExampleBatchScriptTrainsLikeOneProcess) {
   const auto ref = testing::run_cli(1, testing::train_args(dir_ + "/text.txt", 4, dir_ + "/ref.jsonl"), dir_);
   ASSERT_EQ(ref.exit_code, 0) << ref.err;
 
-  // the example's model and steps are the tests' (train_args); its batch 2 per replica x DP=2 = 4
-  const std::string job = "SLURM_CONF=" + dir_ + "/slurm/slurm.conf DATA=" + dir_ + "/text.txt TENSORPAR=" +
+  // the example's model and steps are the tests' (train_args); its batch 2 per replica x DP=2 = 4.
+  // Slurm's 4 CPUs are 2 cores here: waiting ranks must yield them (sbatch passes the environment on).
+  const std::string job = "OMPI_MCA_mpi_yield_when_idle=1 SLURM_CONF=" + dir_ + "/slurm/slurm.conf DATA=" + dir_ + "/text.txt TENSORPAR=" +
                           TENSORPAR_CLI + " OUT=" + dir_ + "/job sbatch --wait --output=" + dir_ + "/job.out " +
                           TENSORPAR_SOURCE_DIR + "/scripts/examples/train.sbatch";
   const auto r = testing::shell(job, dir_);
