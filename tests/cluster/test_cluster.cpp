@@ -113,5 +113,20 @@ TEST_F(Cluster, TensorParallelAcrossHostsMatchesOneProcess) {
   EXPECT_GT(crossed, testing::kSteps * 2 * 2 * activations) << "bytes through host 2's link: " << crossed;
 }
 
+TEST_F(Cluster, BadInputEndsEveryRankOnEveryHostWithOneErrorLine) {
+  // 3 heads cannot be split over TP=4: each rank finds out, across both hosts, and none may hang
+  const auto r = testing::shell(kCluster + " run -- " + TENSORPAR_CLI + " " +
+                                    testing::train_args(path("text.txt"), 2, path("bad.jsonl")) +
+                                    " --heads 3 --hidden 24 --tp 4",
+                                *dir_);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.exit_code, 124) << "timed out: a rank hung";
+  int error_lines = 0;
+  std::istringstream in(r.err);
+  for (std::string line; std::getline(in, line);) error_lines += line.rfind("tensorpar: error:", 0) == 0;
+  EXPECT_EQ(error_lines, 1) << r.err;
+  EXPECT_NE(r.err.find("cannot be split over 4"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace tensorpar
