@@ -67,7 +67,8 @@ shape() {
     # burst: 2 ms of traffic, at least a few 64 KB GSO segments, so tbf does not cap below its rate
     burst=$(($(rate_bytes "$rate") / 500)); ((burst < 262144)) && burst=262144
     local parent="root handle 1:"; [[ -n "$delay" ]] && parent="parent 1:1 handle 10:"
-    in_ns "$ns" tc qdisc add dev eth0 $parent tbf rate "$rate" burst "$burst" latency 50ms
+    in_ns "$ns" tc qdisc add dev eth0 $parent tbf rate "$rate" burst "$burst" latency 50ms ||
+      die "cannot add a tbf rate limit: this kernel has no sch_tbf (modprobe sch_tbf, or run without --rate)"
   fi
 }
 
