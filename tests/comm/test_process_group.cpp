@@ -99,6 +99,22 @@ TEST(ProcessGroup, WrongSizesThrowBeforeTalking) {
   EXPECT_THROW(world.all_gather(std::span<float>(out), std::span<const float>(in)), CommError);
 }
 
+TEST(ProcessGroup, SplitGroupsByColourOrderedByKey) {
+  ProcessGroup world = ProcessGroup::world();
+  const int n = world.size(), r = world.rank();
+  // even and odd ranks, each group in reverse world order
+  ProcessGroup half = world.split(r % 2, n - r);
+  const int members = (n - r % 2 + 1) / 2;  // how many ranks share my parity
+  EXPECT_EQ(half.size(), members);
+  EXPECT_EQ(half.rank(), members - 1 - r / 2);
+  std::vector<int64_t> v{r};
+  half.all_reduce(std::span<int64_t>(v));
+  int64_t expected = 0;
+  for (int q = r % 2; q < n; q += 2) expected += q;
+  EXPECT_EQ(v[0], expected);
+  EXPECT_EQ(world.stats().count(Collective::AllReduce), 0) << "the split group's traffic is its own";
+}
+
 TEST(Mesh, SplitsWorldIntoContiguousTensorGroups) {
   ProcessGroup world = ProcessGroup::world();
   for (int tp = 1; tp <= world.size(); ++tp) {

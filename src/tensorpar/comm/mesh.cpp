@@ -11,16 +11,8 @@ int checked_tp(const ProcessGroup& world, int tp_size) {
 }
 }  // namespace
 
-ProcessGroup Mesh::split(const ProcessGroup& world, int color, int key) {
-  MPI_Comm comm = MPI_COMM_NULL;
-  MPI_CHECK(MPI_Comm_split(world.comm(), color, key, &comm), "Comm_split");
-  ProcessGroup group(comm);  // duplicates
-  MPI_Comm_free(&comm);
-  return group;
-}
-
 Mesh::Mesh(const ProcessGroup& world, int tp_size)
-    : tp_(split(world, world.rank() / checked_tp(world, tp_size), world.rank())),
-      dp_(split(world, world.rank() % tp_size, world.rank())) {}
+    : tp_(world.split(world.rank() / checked_tp(world, tp_size), world.rank())),
+      dp_(world.split(world.rank() % tp_size, world.rank())) {}
 
 }  // namespace tensorpar

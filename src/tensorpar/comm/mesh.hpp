@@ -15,7 +15,6 @@ class Mesh {
   int dp_size() const { return dp_.size(); }
 
  private:
-  static ProcessGroup split(const ProcessGroup& world, int color, int key);
   ProcessGroup tp_;
   ProcessGroup dp_;
 };

@@ -127,6 +127,14 @@ ProcessGroup::ProcessGroup(MPI_Comm comm) {
   MPI_CHECK(MPI_Comm_size(comm_, &size_), "Comm_size");
 }
 
+ProcessGroup ProcessGroup::split(int color, int key) const {
+  MPI_Comm comm = MPI_COMM_NULL;
+  MPI_CHECK(MPI_Comm_split(comm_, color, key, &comm), "Comm_split");
+  ProcessGroup group(comm);  // duplicates, so free ours even if that throws
+  MPI_Comm_free(&comm);
+  return group;
+}
+
 ProcessGroup::ProcessGroup(ProcessGroup&& other) noexcept
     : comm_(other.comm_), rank_(other.rank_), size_(other.size_), stats_(other.stats_) {
   other.comm_ = MPI_COMM_NULL;

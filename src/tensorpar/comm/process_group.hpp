@@ -89,6 +89,11 @@ class ProcessGroup {
   int size() const { return size_; }
   MPI_Comm comm() const { return comm_; }
 
+  // Collective over this group: the ranks passing the same `color` form one new group, ordered by
+  // `key` (ties by rank here). Every sub-group (tensor/data-parallel, the ranks sharing a KV head)
+  // is made here, so no layer above comm/ touches MPI communicators.
+  ProcessGroup split(int color, int key) const;
+
   // In place: data = op over ranks of data. Supported T: float, double, int32_t, int64_t.
   template <class T>
   void all_reduce(std::span<T> data, AllReduceOptions options = {});
