@@ -114,7 +114,7 @@ std::vector<std::string> TokenDataset::paths() const {
 void TokenDataset::read(int64_t position, int64_t n, int32_t* dst, int64_t vocab) const {
   TP_CHECK(position >= 0 && n >= 0 && position <= size_ && n <= size_ - position, ShapeError,
            "{}: tokens [{}, {}+{}) are outside the data set of {} tokens", name_, position, position, n, size_);
-  TP_CHECK(vocab >= 1 && vocab <= INT32_MAX, ConfigError, "vocabulary size {} must be between 1 and 2^31-1", vocab);
+  TP_CHECK(vocab >= 1 && vocab <= kMaxTokenVocab, ConfigError, "vocabulary size {} must be between 1 and 2^31", vocab);
   // the shard holding `position`: the last one whose first token is <= position
   auto it = std::upper_bound(shards_.begin(), shards_.end(), position,
                              [](int64_t p, const Shard& s) { return p < s.first; });

@@ -20,6 +20,8 @@ namespace tensorpar::io {
 
 inline constexpr int32_t kLlmcTokenMagic = 20240520;
 inline constexpr int kLlmcHeaderInts = 256;
+// Ids are int32 in memory: a vocabulary of at most 2^31 ids (0 .. 2^31-1).
+inline constexpr int64_t kMaxTokenVocab = int64_t(INT32_MAX) + 1;
 
 class TokenDataset {
  public:
@@ -35,7 +37,7 @@ class TokenDataset {
   std::vector<std::string> paths() const;
 
   // dst[i] = token (position + i), i < n, across shard boundaries. IoError naming the file and the
-  // token's position in it if a token is >= vocab (ids beyond int32 included; vocab <= 2^31 - 1).
+  // token's position in it if a token is >= vocab (ids beyond int32 included; vocab <= kMaxTokenVocab).
   void read(int64_t position, int64_t n, int32_t* dst, int64_t vocab) const;
   // The same checks without keeping the tokens.
   void check(int64_t position, int64_t n, int64_t vocab) const;
