@@ -12,7 +12,9 @@ namespace {
 
 constexpr double kFloatMax = std::numeric_limits<float>::max();
 
-void check_range(double value, double low, double high, bool high_open, const char* flag) {
+// T is the flag's own type, so the message prints the value as given (a float's shortest form)
+template <class T>
+void check_range(T value, double low, double high, bool high_open, const char* flag) {
   const bool ok = std::isfinite(value) && value >= low && (high_open ? value < high : value <= high);
   if (high == kFloatMax)
     TP_CHECK(ok, ConfigError, "{} {} is out of range; it must be a finite number >= {}", flag, value, low);
