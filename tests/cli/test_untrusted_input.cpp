@@ -39,6 +39,11 @@ class UntrustedInput : public ::testing::Test {
     std::ofstream text(path("text.txt"));
     for (int i = 0; i < 100; ++i) text << "It was the best of times, it was the worst of times; line " << i << ".\n";
     text.close();
+    // one byte beyond a vocabulary of 128 in the rows only data-parallel rank 1 reads at step 3 (batch
+    // 2 x seq 16 x 2 ranks: step 3 is tokens [192, 257), rank 1's rows [224, 257))
+    std::string dp(500, 'a');
+    dp[240] = char(0xc3);
+    spit(path("dp.txt"), dp);
     trained_ = new testing::CliResult(run_cli(1,
                                               "train --data " + path("text.txt") +
                                                   " --layers 2 --hidden 32 --heads 4 --seq 16 --batch 2 --steps 2"
@@ -143,6 +148,10 @@ const Case kCases[] = {
     {"tp_negative", "T --tp=-1", "--tp must be positive"},
     // token ids beyond the vocabulary, found by the batch that reads them
     {"token_beyond_vocab", "T --vocab 100", "text.txt: token 1"},
+    // in one data-parallel rank's rows only: every rank checks the whole step, so all fail together
+    // (no rank left waiting in a collective, no MPI_Abort)
+    {"token_beyond_vocab_one_dp_rank", "T --data {D}/dp.txt --tp 1 --vocab 128 --steps 6",
+     "dp.txt: token 195 at position 240 of this file is outside the model's vocabulary of 128"},
     {"prompt_id_beyond_32_bits", "generate --model {D}/model --prompt-ids 1,4294967297", "4294967297 is outside [0, 2^31-1]"},
     {"prompt_id_beyond_vocab", "generate --model {D}/model --prompt-ids 1,300", "prompt token 300 is outside the model's vocabulary of 256"},
     {"temperature_nan", "generate --model {D}/model --prompt-ids 1 --temperature nan", "--temperature must be a finite number"},

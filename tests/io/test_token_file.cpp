@@ -115,6 +115,8 @@ TEST(TokenFile, GlobOfShardsIsTheirConcatenationInSortedOrder) {
   EXPECT_THROW(d.read(10, 6, std::vector<int32_t>(6).data(), kAnyVocab), ShapeError);
 
   expect_open_error(dir.file("nothing_*.bin"), {"nothing_*.bin", "no file matches"});
+  // a file whose name has glob characters is itself, not a pattern
+  EXPECT_EQ(read_all(TokenDataset::open(dir.write("notes[1].txt", "ab"))), (std::vector<int32_t>{'a', 'b'}));
   dir.write("mixed_0.txt", "some text");
   write_llmc_tokens(dir.file("mixed_1.bin"), std::vector<int32_t>{1}, 1);
   expect_open_error(dir.file("mixed_*"), {"mixed_1.bin", "llm.c token file", "mixed_0.txt", "plain text"});

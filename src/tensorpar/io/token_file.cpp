@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 
 #include "tensorpar/core/error.hpp"
 #include "tensorpar/io/atomic_file.hpp"
@@ -78,7 +79,8 @@ TokenDataset TokenDataset::open(const std::string& path_or_glob) {
   TokenDataset d;
   d.name_ = path_or_glob;
   std::vector<std::string> paths;
-  if (has_glob_chars(path_or_glob)) {
+  std::error_code ec;
+  if (has_glob_chars(path_or_glob) && !std::filesystem::exists(path_or_glob, ec)) {  // a file named "a[1].txt" is itself
     glob_t g{};
     const int rc = ::glob(path_or_glob.c_str(), GLOB_ERR, nullptr, &g);  // sorted, as llm.c's shard names
     for (size_t i = 0; rc == 0 && i < g.gl_pathc; ++i) paths.emplace_back(g.gl_pathv[i]);
