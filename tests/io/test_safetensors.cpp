@@ -277,6 +277,8 @@ TEST(Safetensors, CorruptFilesGiveIoErrorNamingFileAndKey) {
   }
   expect_open_error(dir.write("badjson.safetensors", make_file(R"({"w": {"dtype": )", "")),
                     {"badjson.safetensors", "not valid JSON"});
+  expect_open_error(dir.write("twice.safetensors", make_file("{" + ok_entry + "," + ok_entry + "}", eight)),
+                    {"twice.safetensors", "key 'w' appears twice"});
   expect_open_error(dir.write("array.safetensors", make_file("[1, 2]", "")), {"array.safetensors", "not an object"});
   expect_open_error(dir.write("dtype.safetensors",
                               make_file(R"({"h.0.w":{"dtype":"F8","shape":[2],"data_offsets":[0,2]}})", "ab")),

@@ -9,6 +9,7 @@
 
 #include "tensorpar/core/bf16.hpp"
 #include "tensorpar/core/error.hpp"
+#include "tensorpar/io/strict_json.hpp"
 
 namespace tensorpar::io {
 
@@ -138,12 +139,8 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   const uint64_t data_size = size - f.data_start_;
 
   const char* text = reinterpret_cast<const char*>(f.map_.data() + 8);
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(text, text + n);
-  } catch (const nlohmann::json::exception& e) {
-    throw IoError(fmt::format("{}: header is not valid JSON ({}); the file is corrupt", path, e.what()));
-  }
+  // a tensor named twice would otherwise be read from the last of its entries
+  const nlohmann::json header = parse_strict_json(std::string_view(text, size_t(n)), path + " header");
   TP_CHECK(header.is_object(), IoError, "{}: header JSON is a {}, not an object; the file is corrupt", path,
            header.type_name());
 
