@@ -277,6 +277,8 @@ TEST(Safetensors, CorruptFilesGiveIoErrorNamingFileAndKey) {
   }
   expect_open_error(dir.write("badjson.safetensors", make_file(R"({"w": {"dtype": )", "")),
                     {"badjson.safetensors", "not valid JSON"});
+  expect_open_error(dir.write("twice.safetensors", make_file("{" + ok_entry + "," + ok_entry + "}", eight)),
+                    {"twice.safetensors", "key 'w' appears twice"});
   expect_open_error(dir.write("array.safetensors", make_file("[1, 2]", "")), {"array.safetensors", "not an object"});
   expect_open_error(dir.write("dtype.safetensors",
                               make_file(R"({"h.0.w":{"dtype":"F8","shape":[2],"data_offsets":[0,2]}})", "ab")),
@@ -316,6 +318,28 @@ TEST(Safetensors, CorruptFilesGiveIoErrorNamingFileAndKey) {
   const std::string good = read_file_bytes(dir.file("good.safetensors"));
   expect_open_error(dir.write("truncated.safetensors", good.substr(0, good.size() - 4)),
                     {"truncated.safetensors", "'z.last'", "truncated"});
+
+  // Bytes that belong to no tensor (Hugging Face's reader refuses them too): one extra byte at the end,
+  // a hole between two tensors, and a good file whose data is shifted by one inserted byte.
+  expect_open_error(dir.write("oversized.safetensors", make_file("{" + ok_entry + "}", eight + "x")),
+                    {"oversized.safetensors", "data section is 9 bytes", "cover 8", "1 bytes belong to no tensor"});
+  expect_open_error(dir.write("hole.safetensors",
+                              make_file("{" + ok_entry + R"(,"v":{"dtype":"F32","shape":[2],"data_offsets":[12,20]}})",
+                                        std::string(20, 'x'))),
+                    {"hole.safetensors", "bytes [8, 12) before tensor 'v' belong to no tensor"});
+  expect_open_error(dir.write("start.safetensors",
+                              make_file(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", std::string(12, 'x'))),
+                    {"start.safetensors", "bytes [0, 4) before tensor 'w'"});
+  {
+    const uint64_t n = [&] {
+      uint64_t len;
+      std::memcpy(&len, good.data(), 8);
+      return len;
+    }();
+    std::string shifted = good;
+    shifted.insert(size_t(8 + n), 1, '\0');
+    expect_open_error(dir.write("shifted.safetensors", shifted), {"shifted.safetensors", "1 bytes belong to no tensor"});
+  }
 
   // Missing key on a good file.
   const auto f = SafetensorsFile::open(dir.file("good.safetensors"));

@@ -90,6 +90,16 @@ TEST(ShardedSafetensors, ErrorsNameTheFile) {
   dir.write("model.safetensors.index.json", R"({"weight_map": {"a": "../x.safetensors"}})");
   msg = error_of([&] { CheckpointFiles::open_dir(dir.path().string()); });
   EXPECT_NE(msg.find("not a plain file name"), std::string::npos) << msg;
+  for (const char* bad : {"/etc/x.safetensors", "..", ".", "sub/x.safetensors", ""}) {
+    dir.write("model.safetensors.index.json", std::string(R"({"weight_map": {"a": ")") + bad + R"("}})");
+    msg = error_of([&] { CheckpointFiles::open_dir(dir.path().string()); });
+    EXPECT_NE(msg.find("not a plain file name"), std::string::npos) << bad << ": " << msg;
+  }
+  // a tensor mapped twice (nlohmann alone would keep the last one silently)
+  dir.write("model.safetensors.index.json",
+            R"({"weight_map": {"wte.weight": "model-00001-of-00002.safetensors", "wte.weight": "model-00002-of-00002.safetensors"}})");
+  msg = error_of([&] { CheckpointFiles::open_dir(dir.path().string()); });
+  EXPECT_NE(msg.find("key 'wte.weight' appears twice"), std::string::npos) << msg;
   dir.write("model.safetensors.index.json", "{oops");
   msg = error_of([&] { CheckpointFiles::open_dir(dir.path().string()); });
   EXPECT_NE(msg.find("model.safetensors.index.json: not valid JSON"), std::string::npos) << msg;

@@ -1,11 +1,12 @@
 // tensorpar eval: mean next-token cross-entropy and perplexity of a saved model on a token or text
-// file, at any TP degree. Row b of the batch is tokens[b*T, b*T+T) and its targets the same tokens
+// file or glob of shards, at any TP degree. Row b of the batch is tokens[b*T, b*T+T) and its targets the same tokens
 // shifted by one, so B*T+1 tokens are needed.
 #include <nlohmann/json.hpp>
 
 #include <cmath>
 
 #include "tensorpar/cli/command.hpp"
+#include "tensorpar/core/checked_size.hpp"
 #include "tensorpar/io/hf_checkpoint.hpp"
 #include "tensorpar/io/token_file.hpp"
 #include "tensorpar/model/transformer.hpp"
@@ -31,19 +32,19 @@ void add_eval_command(CLI::App& app, Runner& run) {
       const int64_t B = o->batch, T = o->seq;
       TP_CHECK(B >= 1 && T >= 1, ConfigError, "--batch and --seq must be at least 1 (got {} and {})", B, T);
       TP_CHECK(T <= config.max_seq, ConfigError, "--seq {} is longer than the model's {} positions", T, config.max_seq);
-      std::vector<int32_t> x(size_t(B * T)), y(size_t(B * T));
+      const int64_t N = checked_mul(B, T, "--batch x --seq");
+      TransformerLM::check_size(config, world.size(), B, T);  // before the token buffers are allocated
+      std::vector<int32_t> x, y;
       std::string error;
-      try {  // every rank reads the file; a rank-local failure must not leave the others waiting
-        const io::TokenData data = io::load_tokens(o->data);
-        TP_CHECK(int64_t(data.tokens.size()) >= B * T + 1, ConfigError,
+      try {  // every rank maps the file(s); a rank-local failure must not leave the others waiting
+        const io::TokenDataset data = io::TokenDataset::open(o->data);
+        TP_CHECK(data.size() >= N + 1, ConfigError,
                  "{} has {} tokens but --batch {} x --seq {} needs {} (one more for the last target)", o->data,
-                 data.tokens.size(), B, T, B * T + 1);
-        for (int64_t i = 0; i < B * T + 1; ++i)
-          TP_CHECK(data.tokens[size_t(i)] >= 0 && data.tokens[size_t(i)] < config.vocab_size, ConfigError,
-                   "{}: token {} at position {} is outside the model's vocabulary of {}", o->data,
-                   data.tokens[size_t(i)], i, config.vocab_size);
-        std::copy_n(data.tokens.begin(), B * T, x.begin());
-        std::copy_n(data.tokens.begin() + 1, B * T, y.begin());
+                 data.size(), B, T, N + 1);
+        std::vector<int32_t> row(size_t(N + 1));
+        data.read(0, N + 1, row.data(), config.vocab_size);
+        x.assign(row.begin(), row.end() - 1);
+        y.assign(row.begin() + 1, row.end());
       } catch (const Error& e) {
         error = e.what();
       }

@@ -28,6 +28,9 @@ std::vector<int32_t> parse_ids(const std::string& text) {
     }
     TP_CHECK(used > 0 && item.find_first_not_of(" \t", used) == std::string::npos, ConfigError,
              "--prompt-ids: '{}' is not an integer; give comma-separated token ids like 1,2,3", item);
+    // range-checked here: the cast would wrap ids beyond 32 bits into valid-looking ones
+    TP_CHECK(v >= 0 && v <= INT32_MAX, ConfigError,
+             "--prompt-ids: token id {} is outside [0, 2^31-1]; give ids from the model's vocabulary", item);
     ids.push_back(int32_t(v));
   }
   return ids;
@@ -58,6 +61,7 @@ void add_generate_command(CLI::App& app, Runner& run) {
     run = [=](ProcessGroup& world) {
       TP_CHECK(!o->prompt.empty() || !o->prompt_ids.empty(), ConfigError, "give --prompt TEXT or --prompt-ids 1,2,3");
       TP_CHECK(o->max_new_tokens >= 1, ConfigError, "--max-new-tokens must be at least 1");
+      Sampler::check(o->sampling);
       const ModelConfig config = io::read_model_config(o->model);
       std::unique_ptr<io::Tokenizer> tokenizer;
       std::vector<int32_t> context;
@@ -84,7 +88,8 @@ void add_generate_command(CLI::App& app, Runner& run) {
       }
       world.agree<ConfigError>(error);
       const int64_t prompt_len = int64_t(context.size());
-      const int64_t cache_len = std::min(config.max_seq, prompt_len + o->max_new_tokens - 1);
+      // the last new token is never fed back; written so a huge --max-new-tokens cannot overflow
+      const int64_t cache_len = prompt_len + std::min(config.max_seq - prompt_len, o->max_new_tokens - 1);
       // activation buffers for up to 256 prompt positions per pass; longer prompts go in chunks
       TransformerLM model(world, config, 1, std::min<int64_t>(prompt_len, 256), 0);
       io::load_hf_checkpoint(world, model, o->model);

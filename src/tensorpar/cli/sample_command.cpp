@@ -1,6 +1,7 @@
 // tensorpar sample: load a saved model at any TP degree and print several text continuations of a
 // prompt, generated together as one batch through the KV-cache generator (one row per sample).
 #include "tensorpar/cli/command.hpp"
+#include "tensorpar/core/checked_size.hpp"
 #include "tensorpar/infer/generator.hpp"
 #include "tensorpar/io/hf_checkpoint.hpp"
 #include "tensorpar/io/tokenizer.hpp"
@@ -30,6 +31,7 @@ void add_sample_command(CLI::App& app, Runner& run) {
     run = [=](ProcessGroup& world) {
       TP_CHECK(o->samples >= 1 && o->max_new_tokens >= 1, ConfigError,
                "--samples and --max-new-tokens must be at least 1");
+      Sampler::check(o->sampling);
       const ModelConfig config = io::read_model_config(o->model);
       std::unique_ptr<io::Tokenizer> tokenizer;
       std::vector<int32_t> prompt;
@@ -45,11 +47,14 @@ void add_sample_command(CLI::App& app, Runner& run) {
       }
       world.agree<ConfigError>(error);
       const int64_t B = o->samples, prompt_len = int64_t(prompt.size());
+      // the prompt copies, the model's buffers and the KV cache grow with --samples
+      TransformerLM::check_size(config, world.size(), B, std::min<int64_t>(prompt_len, 256));
+      checked_product({B, config.layers, config.max_seq, config.hidden, 2}, "--samples x KV cache");
       std::vector<int32_t> prompts;
       for (int64_t b = 0; b < B; ++b) prompts.insert(prompts.end(), prompt.begin(), prompt.end());
       TransformerLM model(world, config, B, std::min<int64_t>(prompt_len, 256), 0);
       io::load_hf_checkpoint(world, model, o->model);
-      Generator generator(model, B, std::min(config.max_seq, prompt_len + o->max_new_tokens - 1));
+      Generator generator(model, B, prompt_len + std::min(config.max_seq - prompt_len, o->max_new_tokens - 1));
       const GenerationResult r = generator.generate(prompts.data(), prompt_len, o->max_new_tokens, o->sampling);
       for (int64_t b = 0; b < B; ++b) {
         const std::span<const int32_t> row(r.tokens.data() + b * r.new_tokens, size_t(r.new_tokens));

@@ -1,10 +1,36 @@
 // tensorpar train: train a GPT-2 (or Llama) model with tensor parallelism on a token or text file.
 #include <nlohmann/json.hpp>
+#include <sys/resource.h>
 
 #include "tensorpar/cli/command.hpp"
+#include "tensorpar/io/hf_checkpoint.hpp"
 #include "tensorpar/train/trainer.hpp"
 
 namespace tensorpar::cli {
+
+namespace {
+
+// With --init the model's shape comes from the checkpoint; a shape flag given as well must agree with
+// it, or the user would train a model other than the one they asked for without being told.
+void check_flags_match_checkpoint(const CLI::App& cmd, const TrainOptions& o, const std::string& family) {
+  const ModelConfig c = io::read_model_config(o.init);
+  const std::string where = o.init + "/config.json";
+  if (cmd.count("--family") > 0) {
+    const std::string theirs = c.family == ModelFamily::Gpt2 ? "gpt2" : "llama";
+    TP_CHECK(family == theirs, ConfigError, "--family {} conflicts with the {} model in {}; drop the flag or --init",
+             family, theirs, where);
+  }
+  const std::pair<const char*, std::pair<int64_t, int64_t>> sizes[] = {
+      {"--layers", {o.model.layers, c.layers}},     {"--hidden", {o.model.hidden, c.hidden}},
+      {"--heads", {o.model.heads, c.heads}},        {"--kv-heads", {o.model.kv_heads, c.kv_heads_or_heads()}},
+      {"--ffn", {o.model.ffn_hidden, c.ffn_or_default()}}, {"--vocab", {o.model.vocab_size, c.vocab_size}}};
+  for (const auto& [flag, values] : sizes)
+    TP_CHECK(cmd.count(flag) == 0 || values.first == values.second, ConfigError,
+             "{} {} conflicts with the checkpoint's {} in {}; drop the flag (the shape comes from --init)", flag,
+             values.first, values.second, where);
+}
+
+}  // namespace
 
 void add_train_command(CLI::App& app, Runner& run) {
   auto* cmd = app.add_subcommand("train", "train a model (mpirun -np N tensorpar train ...)");
@@ -63,6 +89,15 @@ void add_train_command(CLI::App& app, Runner& run) {
   cmd->callback([=, &run] {
     run = [=](ProcessGroup& world) {
       TrainOptions options = *o;
+      if (!options.init.empty()) {  // rank-local file read: agree before anything collective
+        std::string error;
+        try {
+          check_flags_match_checkpoint(*cmd, options, *family);
+        } catch (const Error& e) {
+          error = e.what();
+        }
+        world.agree<ConfigError>(error);
+      }
       options.schedule.kind = LrSchedule::parse_kind(*lr_schedule);
       options.compute.precision = parse_precision(*precision);
       options.compute.recompute = parse_recompute(*recompute);
@@ -72,8 +107,13 @@ void add_train_command(CLI::App& app, Runner& run) {
         options.model.norm_eps = 1e-6f;
       }
       const TrainResult r = train(world, options);
+      // the largest peak resident memory of any rank: it must not grow with the data set (mmap)
+      struct rusage usage {};
+      ::getrusage(RUSAGE_SELF, &usage);
+      double peak_rss_mb = double(usage.ru_maxrss) / 1024.0;  // kB -> MB
+      world.all_reduce(std::span<double>(&peak_rss_mb, 1), {ReduceOp::Max});
       nlohmann::json j{{"loss", r.loss}, {"tokens_per_s", r.tokens_per_s}, {"grad_norm", r.grad_norm},
-                       {"steps", r.steps}, {"parameters", r.parameters}};
+                       {"steps", r.steps}, {"parameters", r.parameters}, {"peak_rss_mb", peak_rss_mb}};
       if (r.val_loss >= 0) j["val_loss"] = r.val_loss;
       if (!options.out.empty()) j["out"] = options.out;
       print_rank0(world, *json ? j.dump() + "\n"

@@ -3,13 +3,16 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "tensorpar/core/checked_size.hpp"
+
 namespace tensorpar {
 
 int64_t shape_numel(const Shape& shape) {
   int64_t n = 1;
   for (int64_t d : shape) {
     TP_CHECK(d >= 0, ShapeError, "negative dimension {} in shape {}", d, shape_string(shape));
-    n *= d;
+    TP_CHECK(!__builtin_mul_overflow(n, d, &n), ShapeError,
+             "tensor of shape {} has more elements than 64 bits count; use smaller sizes", shape_string(shape));
   }
   return n;
 }
@@ -21,8 +24,12 @@ void detail::FreeDeleter::operator()(void* p) const noexcept {
 }
 
 Tensor::Tensor(Shape shape, DType dtype) : shape_(std::move(shape)), numel_(shape_numel(shape_)), dtype_(dtype) {
-  const size_t bytes = (nbytes() + kAlignment - 1) / kAlignment * kAlignment;
+  // numel is overflow-checked; so is its byte count rounded up to the alignment
+  const int64_t exact = checked_mul(numel_, int64_t(dtype_size(dtype_)), "tensor bytes");
+  const size_t bytes = size_t(checked_add(exact, kAlignment - 1, "tensor bytes")) / kAlignment * kAlignment;
   if (bytes == 0) return;
+  check_fits_in_memory(int64_t(bytes), fmt::format("a tensor of shape {}", shape_string(shape_)),
+                       "use a smaller model, batch or sequence");
   void* p = std::aligned_alloc(kAlignment, bytes);
   if (p == nullptr) throw Error(fmt::format("out of memory allocating a tensor of {} bytes", bytes));
   std::memset(p, 0, bytes);

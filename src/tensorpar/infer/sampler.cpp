@@ -9,8 +9,11 @@
 
 namespace tensorpar {
 
-Sampler::Sampler(const SamplingOptions& options) : options_(options) {
-  TP_CHECK(options.temperature >= 0, ConfigError, "--temperature must be >= 0 (got {})", options.temperature);
+Sampler::Sampler(const SamplingOptions& options) : options_(options) { check(options); }
+
+void Sampler::check(const SamplingOptions& options) {
+  TP_CHECK(std::isfinite(options.temperature) && options.temperature >= 0, ConfigError,
+           "--temperature must be a finite number >= 0 (got {})", options.temperature);
   TP_CHECK(options.top_k >= 0, ConfigError, "--top-k must be >= 0 (got {})", options.top_k);
   TP_CHECK(options.top_p > 0 && options.top_p <= 1, ConfigError, "--top-p must be in (0, 1] (got {})", options.top_p);
 }

@@ -17,7 +17,9 @@ struct SamplingOptions {
 
 class Sampler {
  public:
-  explicit Sampler(const SamplingOptions& options);
+  explicit Sampler(const SamplingOptions& options);  // check(options) first
+  // ConfigError naming the flag: temperature NaN, infinite or negative, top-k negative, top-p outside (0, 1].
+  static void check(const SamplingOptions& options);
   // Token for decoding step `step` from logits (vocab).
   int32_t sample(std::span<const float> logits, uint64_t step);
 

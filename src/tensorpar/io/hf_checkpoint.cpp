@@ -10,6 +10,7 @@
 
 #include "tensorpar/io/atomic_file.hpp"
 #include "tensorpar/io/sharded_safetensors.hpp"
+#include "tensorpar/io/strict_json.hpp"
 
 namespace tensorpar::io {
 
@@ -59,15 +60,9 @@ std::vector<HfPiece> hf_pieces(const ModelConfig& c, const Parameter& p) {
 
 ModelConfig read_model_config(const std::string& dir) {
   const std::string path = (std::filesystem::path(dir) / "config.json").string();
-  std::ifstream in(path);
-  TP_CHECK(in.good(), IoError, "{}: cannot open the model config (is {} a model directory?)", path, dir);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw IoError(fmt::format("{}: not valid JSON ({})", path, e.what()));
-  }
-  return ModelConfig::from_hf_json(j, path);
+  TP_CHECK(std::ifstream(path).good(), IoError, "{}: cannot open the model config (is {} a model directory?)", path,
+           dir);
+  return ModelConfig::from_hf_json(read_strict_json(path), path);
 }
 
 namespace {

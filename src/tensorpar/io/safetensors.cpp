@@ -9,6 +9,7 @@
 
 #include "tensorpar/core/bf16.hpp"
 #include "tensorpar/core/error.hpp"
+#include "tensorpar/io/strict_json.hpp"
 
 namespace tensorpar::io {
 
@@ -138,12 +139,8 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   const uint64_t data_size = size - f.data_start_;
 
   const char* text = reinterpret_cast<const char*>(f.map_.data() + 8);
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(text, text + n);
-  } catch (const nlohmann::json::exception& e) {
-    throw IoError(fmt::format("{}: header is not valid JSON ({}); the file is corrupt", path, e.what()));
-  }
+  // a tensor named twice would otherwise be read from the last of its entries
+  const nlohmann::json header = parse_strict_json(std::string_view(text, size_t(n)), path + " header");
   TP_CHECK(header.is_object(), IoError, "{}: header JSON is a {}, not an object; the file is corrupt", path,
            header.type_name());
 
@@ -200,14 +197,27 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
     ranges.push_back({it->second.begin, it->second.end, &it->first});
   }
 
-  // No two tensors may share bytes (empty tensors occupy none).
+  // The tensors must cover the data section exactly, as Hugging Face's reader requires: contiguous in
+  // offset order, no overlap, no hole, nothing after the last one. A file with one stray byte would
+  // otherwise load with every weight read from the wrong place (empty tensors occupy no bytes).
   std::erase_if(ranges, [](const Range& r) { return r.begin == r.end; });
   std::sort(ranges.begin(), ranges.end(), [](const Range& a, const Range& b) { return a.begin < b.begin; });
-  for (size_t i = 1; i < ranges.size(); ++i)
-    TP_CHECK(ranges[i - 1].end <= ranges[i].begin, IoError,
+  uint64_t covered = 0;
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    TP_CHECK(ranges[i].begin >= covered, IoError,
              "{}: tensor '{}' at data offsets [{}, {}) overlaps tensor '{}' at [{}, {}); the header is corrupt", path,
              *ranges[i].name, ranges[i].begin, ranges[i].end, *ranges[i - 1].name, ranges[i - 1].begin,
              ranges[i - 1].end);
+    TP_CHECK(ranges[i].begin == covered, IoError,
+             "{}: data bytes [{}, {}) before tensor '{}' belong to no tensor; the tensors must cover the data section "
+             "contiguously (the file is corrupt or was written by a broken tool)",
+             path, covered, ranges[i].begin, *ranges[i].name);
+    covered = ranges[i].end;
+  }
+  TP_CHECK(covered == data_size, IoError,
+           "{}: the data section is {} bytes but its tensors cover {}; {} bytes belong to no tensor (the file is "
+           "corrupt or shifted; re-save or re-download it)",
+           path, data_size, covered, data_size - covered);
   return f;
 }
 

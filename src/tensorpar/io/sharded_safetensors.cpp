@@ -2,11 +2,10 @@
 #include "tensorpar/io/sharded_safetensors.hpp"
 
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "tensorpar/core/error.hpp"
+#include "tensorpar/io/strict_json.hpp"
 
 namespace tensorpar::io {
 
@@ -19,16 +18,7 @@ CheckpointFiles CheckpointFiles::open_dir(const std::string& dir) {
   const fs::path index = fs::path(dir) / "model.safetensors.index.json";
   std::error_code ec;
   if (fs::exists(index, ec)) {
-    std::ifstream in(index);
-    TP_CHECK(in, IoError, "{}: cannot open", index.string());
-    std::stringstream buf;
-    buf << in.rdbuf();
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(buf.str());
-    } catch (const nlohmann::json::exception& e) {
-      throw IoError(fmt::format("{}: not valid JSON ({}); re-download the index", index.string(), e.what()));
-    }
+    const nlohmann::json j = read_strict_json(index.string());  // a tensor mapped twice is an error
     TP_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), IoError,
              "{}: no 'weight_map' object; expected {{\"weight_map\": {{\"tensor\": \"shard.safetensors\", ...}}}}",
              index.string());
@@ -38,7 +28,7 @@ CheckpointFiles CheckpointFiles::open_dir(const std::string& dir) {
                name, shard.type_name());
       const std::string file = shard.get<std::string>();
       const fs::path rel(file);
-      TP_CHECK(!file.empty() && rel.is_relative() && rel.filename() == rel, IoError,
+      TP_CHECK(!file.empty() && rel.is_relative() && rel.filename() == rel && file != "." && file != "..", IoError,
                "{}: weight_map key '{}' names shard '{}', which is not a plain file name in the same directory",
                index.string(), name, file);
       auto it = shard_index.find(file);

@@ -8,6 +8,10 @@
 
 namespace tensorpar {
 
+// Upper bound of every model dimension (vocab, positions, hidden, layers, heads, MLP size): token ids
+// are int32, and products of two dimensions must stay far from 2^63.
+inline constexpr int64_t kMaxModelDim = INT32_MAX;
+
 enum class ModelFamily {
   Gpt2,  // pre-LN, LayerNorm, learned positions, GELU tanh MLP, biases, tied embeddings
   Llama  // pre-norm, RMSNorm, RoPE, SwiGLU MLP, no biases, GQA, tied or untied LM head
@@ -31,13 +35,15 @@ struct ModelConfig {
   int64_t head_dim() const { return hidden / heads; }
   bool has_bias() const { return family == ModelFamily::Gpt2; }
 
-  // Throws ConfigError with a one-line fix if the shape is inconsistent or cannot be split over tp ranks.
+  // Throws ConfigError with a one-line fix if a size is out of range (0, negative, > kMaxModelDim, a
+  // non-finite epsilon), the shape is inconsistent, or it cannot be split over tp ranks.
   void validate(int tp_size) const;
-  // Parameters at TP=1 (unpadded vocabulary).
+  // Parameters at TP=1 (unpadded vocabulary); ConfigError if the count overflows 64 bits.
   int64_t parameter_count() const;
 
   nlohmann::json to_hf_json() const;
-  // Accepts GPT2LMHeadModel and LlamaForCausalLM config.json files; ConfigError naming the missing key.
+  // Accepts GPT2LMHeadModel and LlamaForCausalLM config.json files; ConfigError naming the file and
+  // the missing key, the key of the wrong JSON type, or the value out of range (validate(1)).
   static ModelConfig from_hf_json(const nlohmann::json& j, const std::string& where = "config.json");
 };
 

@@ -3,8 +3,10 @@
 #include <cmath>
 #include <cstring>
 
+#include "tensorpar/core/checked_size.hpp"
 #include "tensorpar/core/profile.hpp"
 #include "tensorpar/kernels/elementwise.hpp"
+#include "tensorpar/model/memory.hpp"
 
 namespace tensorpar {
 
@@ -192,10 +194,32 @@ struct TransformerLM::Block {
   }
 };
 
+// Checked before the first buffer is allocated, so a huge --vocab or batch x seq is one clear error instead of
+// a wrapped size, an allocation that the OOM killer ends, or a segfault.
+void TransformerLM::check_size(const ModelConfig& c, int tp, int64_t batch, int64_t seq,
+                               const TransformerOptions& options) {
+  c.validate(tp);
+  TP_CHECK(batch >= 1, ConfigError, "batch size must be at least 1 (got {})", batch);
+  TP_CHECK(seq >= 1 && seq <= c.max_seq, ConfigError,
+           "sequence length {} must be between 1 and the model's maximum of {} positions", seq, c.max_seq);
+  const int64_t N = checked_mul(batch, seq, "batch x sequence");
+  checked_mul(N, std::max(c.hidden, c.ffn_or_default()), "batch x sequence x hidden");
+  checked_mul(N, c.vocab_size, "batch x sequence x vocab");
+  // values and gradients of this rank's parameters, activations, and the logits of its vocabulary shard
+  const MemoryShape shape{c, batch, seq, tp, options};
+  const double bytes = 8.0 * double(c.parameter_count()) / tp +
+                       activation_bytes_per_layer_formula(shape) * double(c.layers) +
+                       4.0 * double(N) * double(c.vocab_size) / tp;
+  check_fits_in_memory(bytes >= 9e18 ? INT64_MAX : int64_t(bytes),
+                       fmt::format("a model of {} parameters with batch {} x sequence {} (per rank, TP={})",
+                                   c.parameter_count(), batch, seq, tp),
+                       "use a smaller model, --batch or --seq, or more tensor-parallel ranks");
+}
+
 TransformerLM::TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_t batch, int64_t seq, uint64_t seed,
                              const TransformerOptions& options)
     : tp_(tp),
-      config_((config.validate(tp.size()), config)),
+      config_((check_size(config, tp.size(), batch, seq, options), config)),
       options_(options),
       batch_(batch),
       seq_(seq),

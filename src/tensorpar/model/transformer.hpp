@@ -51,6 +51,11 @@ class TransformerLM {
   TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_t batch, int64_t seq, uint64_t seed,
                 const TransformerOptions& options = {});
   ~TransformerLM();
+  // What the constructor checks first, before any allocation: ConfigError if the configuration is
+  // invalid for tp ranks, batch x seq (x hidden, x vocab) overflows, or the parameters, activations
+  // and logits one rank would hold exceed this machine's physical memory (with the bytes needed).
+  static void check_size(const ModelConfig& config, int tp, int64_t batch, int64_t seq,
+                         const TransformerOptions& options = {});
 
   const ModelConfig& config() const { return config_; }
   const TransformerOptions& options() const { return options_; }

@@ -43,6 +43,8 @@ BenchResult run_benchmark(ProcessGroup& world, const BenchOptions& o) {
   BenchPreset preset = bench_preset(o.preset);
   if (o.batch > 0) preset.batch = o.batch;
   TP_CHECK(o.steps >= 1 && o.warmup_steps >= 0, ConfigError, "--steps must be >= 1 and --warmup >= 0");
+  TP_CHECK(o.batch >= 0, ConfigError, "--batch must be positive (got {}; 0 or absent: the preset's)", o.batch);
+  TP_CHECK(o.tp >= 0, ConfigError, "--tp must be positive (got {})", o.tp);
   Mesh mesh(world, o.tp > 0 ? o.tp : world.size());
   ProcessGroup &tp = mesh.tp(), &dp = mesh.dp();
   tp.set_async_mode(o.async_mode);

@@ -15,6 +15,7 @@
 #include "tensorpar/model/transformer.hpp"
 #include "tensorpar/train/data_loader.hpp"
 #include "tensorpar/train/grad_norm.hpp"
+#include "tensorpar/train/options_check.hpp"
 
 namespace tensorpar {
 
@@ -27,12 +28,12 @@ std::string format_duration(double seconds) {
   return s >= 60 ? fmt::format("{}m{:02d}s", s / 60, s % 60) : fmt::format("{}s", s);
 }
 
-// Every rank reads the file; a failure anywhere becomes the same error everywhere.
-io::TokenData load_data(ProcessGroup& world, const std::string& path) {
-  io::TokenData data;
+// Every rank maps the file(s) (only headers are read); a failure anywhere becomes the same error everywhere.
+io::TokenDataset load_data(ProcessGroup& world, const std::string& path) {
+  io::TokenDataset data;
   std::string error;
   try {
-    data = io::load_tokens(path);
+    data = io::TokenDataset::open(path);
   } catch (const Error& e) {
     error = e.what();
   }
@@ -57,36 +58,35 @@ float mean_validation_loss(TransformerLM& model, DataLoader& loader, int64_t bat
 TrainResult train(ProcessGroup& world, const TrainOptions& o) {
   TP_CHECK(o.steps >= 1, ConfigError, "--steps must be at least 1 (got {})", o.steps);
   TP_CHECK(o.grad_accum >= 1, ConfigError, "--grad-accum must be at least 1 (got {})", o.grad_accum);
+  check_train_options(o);
   const int tp_size = o.tp > 0 ? o.tp : world.size();
   Mesh mesh(world, tp_size);
   ProcessGroup& tp = mesh.tp();
   ProcessGroup& dp = mesh.dp();
 
-  const io::TokenData data = load_data(world, o.data);
+  const io::TokenDataset data = load_data(world, o.data);
   ModelConfig config = o.init.empty() ? o.model : io::read_model_config(o.init);
   if (o.init.empty()) {
-    const int32_t max_token = *std::max_element(data.tokens.begin(), data.tokens.end());
-    if (config.vocab_size <= 0) config.vocab_size = data.byte_level ? 256 : std::max<int64_t>(50257, max_token + 1);
+    // token files: GPT-2's vocabulary unless --vocab says otherwise (finding the largest id would read
+    // the whole data set); ids beyond it are refused as batches are read
+    if (config.vocab_size <= 0) config.vocab_size = data.byte_level() ? 256 : 50257;
     if (config.max_seq < o.seq) config.max_seq = o.seq;
   }
   config.validate(tp.size());
   TP_CHECK(o.seq <= config.max_seq, ConfigError, "--seq {} exceeds the model's {} positions", o.seq, config.max_seq);
-  for (int32_t t : data.tokens)
-    TP_CHECK(t >= 0 && t < config.vocab_size, ConfigError,
-             "{}: token id {} is outside the model's vocabulary of {}; the data and the model do not match", o.data, t,
-             config.vocab_size);
+  TransformerLM::check_size(config, tp.size(), o.batch, o.seq, o.compute);  // before any buffer is allocated
 
-  // the tail of the data is held out for validation when there is enough of it
-  const int64_t n = int64_t(data.tokens.size());
+  // the tail of the data set is held out for validation when there is enough of it
+  const int64_t n = data.size();
   const int64_t val_tokens = int64_t(double(n) * o.val_fraction);
-  const bool validate = o.val_fraction > 0 && val_tokens >= o.batch * o.seq * dp.size() + 1;
-  const std::span<const int32_t> all(data.tokens);
-  const std::span<const int32_t> train_tokens = validate ? all.first(size_t(n - val_tokens)) : all;
-  DataLoader loader(train_tokens, o.batch, o.seq, dp.rank(), dp.size(), o.data);
+  const bool validate = o.val_fraction > 0 && val_tokens >= 1 &&
+                        (val_tokens - 1) / o.batch / o.seq / dp.size() >= 1;  // >= B*T*dp + 1, without overflow
+  const int64_t train_end = validate ? n - val_tokens : n;
+  DataLoader loader(data, 0, train_end, o.batch, o.seq, dp.rank(), dp.size(), config.vocab_size, o.data);
   std::unique_ptr<DataLoader> val_loader;
   if (validate)
-    val_loader = std::make_unique<DataLoader>(all.last(size_t(val_tokens)), o.batch, o.seq, dp.rank(), dp.size(),
-                                              o.data + " (validation split)");
+    val_loader = std::make_unique<DataLoader>(data, train_end, n, o.batch, o.seq, dp.rank(), dp.size(),
+                                              config.vocab_size, o.data + " (validation split)");
 
   TransformerLM model(tp, config, o.batch, o.seq, o.seed, o.compute);
   if (!o.init.empty()) io::load_hf_checkpoint(tp, model, o.init);
