@@ -1,12 +1,24 @@
 // BpeModel: vocabulary, merge table and the rank-ordered merge loop (see the header).
 #include "tensorpar/io/bpe_tokenizer_model.hpp"
 
+#include <atomic>
 #include <climits>
 #include <queue>
 
 #include "tensorpar/core/error.hpp"
 
 namespace tensorpar::io {
+
+namespace {
+std::atomic<uint64_t> next_instance{1};
+}
+
+BpeModel::BpeModel() : instance_(next_instance++) {}
+
+BpeModel::Cache& BpeModel::thread_cache() {
+  thread_local Cache cache;
+  return cache;
+}
 
 void BpeModel::add_token(const std::string& source, const std::string& token, int64_t id) {
   TP_CHECK(id >= 0 && id < INT32_MAX && !token.empty(), IoError,

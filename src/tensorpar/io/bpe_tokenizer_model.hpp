@@ -15,6 +15,10 @@ namespace tensorpar::io {
 
 class BpeModel {
  public:
+  BpeModel();
+  BpeModel(BpeModel&&) = default;
+  BpeModel& operator=(BpeModel&&) = default;
+
   // IoError naming `source` for duplicate or conflicting entries.
   void add_token(const std::string& source, const std::string& token, int64_t id);
   // Merges get ranks in the order they are added. a, b and a+b must be in the vocabulary (IoError
@@ -31,6 +35,10 @@ class BpeModel {
 
   // Merges `symbols` (token ids of one word, in order) in place.
   void merge(std::vector<int32_t>& symbols) const;
+  // Appends the merged ids of a short piece of text, memoised per thread (words repeat, so most
+  // pieces of a large text are found there). init(piece, symbols) gives the piece's initial symbols.
+  template <class Init>
+  void merge_piece(std::string_view piece, Init&& init, std::vector<int32_t>& out) const;
 
  private:
   struct Hash {  // lets find() look up a string_view without building a string
@@ -45,6 +53,36 @@ class BpeModel {
   static uint64_t key(int32_t a, int32_t b) { return uint64_t(uint32_t(a)) << 32 | uint32_t(b); }
   std::unordered_map<uint64_t, Merge> merges_;  // (left id, right id) -> rank and merged id
   std::vector<bool> in_merge_;                  // id -> appears in some merge
+  uint64_t instance_;                           // owner of this model's entries in the per-thread cache
+
+  struct Cache {
+    uint64_t owner = 0;
+    std::unordered_map<std::string, std::vector<int32_t>, Hash, std::equal_to<>> pieces;
+  };
+  static Cache& thread_cache();
+  static constexpr size_t kMaxCachedPieces = 1 << 18, kMaxCachedPieceBytes = 64;
 };
+
+template <class Init>
+void BpeModel::merge_piece(std::string_view piece, Init&& init, std::vector<int32_t>& out) const {
+  Cache& cache = thread_cache();
+  if (cache.owner != instance_ || cache.pieces.size() >= kMaxCachedPieces) {  // bounded: unique pieces never stop
+    cache.pieces.clear();
+    cache.owner = instance_;
+  }
+  const bool cacheable = piece.size() <= kMaxCachedPieceBytes;
+  if (cacheable) {
+    const auto it = cache.pieces.find(piece);
+    if (it != cache.pieces.end()) {
+      out.insert(out.end(), it->second.begin(), it->second.end());
+      return;
+    }
+  }
+  std::vector<int32_t> symbols;
+  init(piece, symbols);
+  merge(symbols);
+  out.insert(out.end(), symbols.begin(), symbols.end());
+  if (cacheable) cache.pieces.emplace(std::string(piece), std::move(symbols));
+}
 
 }  // namespace tensorpar::io

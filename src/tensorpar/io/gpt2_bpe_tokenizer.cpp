@@ -1,9 +1,7 @@
 // GPT-2 byte-level BPE (Gpt2BpeTokenizer): loading vocab.json/merges.txt or tokenizer.json, the
-// bytes_to_unicode mapping, merging by rank with a per-thread cache of pieces, decoding back to bytes.
+// bytes_to_unicode mapping, merging pieces by rank (memoised), decoding back to bytes.
 #include <array>
-#include <atomic>
 #include <sstream>
-#include <unordered_map>
 
 #include "tensorpar/core/error.hpp"
 #include "tensorpar/io/gpt2_pretokenizer.hpp"
@@ -58,20 +56,7 @@ uint32_t next_code_point(std::string_view s, size_t& i) {
   return cp;
 }
 
-std::atomic<uint64_t> next_instance{1};
-
-// Encoded pieces of the last tokenizer this thread used. Words repeat (Zipf), so most pieces of a
-// large text are found here; bounded so a stream of unique pieces cannot grow it without end.
-struct PieceCache {
-  uint64_t owner = 0;
-  std::unordered_map<std::string, std::vector<int32_t>> pieces;
-};
-constexpr size_t kMaxCachedPieces = 1 << 18;
-constexpr size_t kMaxCachedPieceBytes = 64;
-
 }  // namespace
-
-Gpt2BpeTokenizer::Gpt2BpeTokenizer() : instance_(next_instance++) {}
 
 void Gpt2BpeTokenizer::finish(const std::string& source) {
   TP_CHECK(bpe_.size() > 0, IoError, "{}: the vocabulary is empty", source);
@@ -138,24 +123,12 @@ Gpt2BpeTokenizer Gpt2BpeTokenizer::from_tokenizer_json(const std::string& tokeni
 }
 
 void Gpt2BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
-  thread_local PieceCache cache;
-  if (cache.owner != instance_ || cache.pieces.size() >= kMaxCachedPieces) {
-    cache.pieces.clear();
-    cache.owner = instance_;
-  }
-  const bool cacheable = piece.size() <= kMaxCachedPieceBytes;
-  if (cacheable) {
-    const auto it = cache.pieces.find(std::string(piece));
-    if (it != cache.pieces.end()) {
-      out.insert(out.end(), it->second.begin(), it->second.end());
-      return;
-    }
-  }
-  std::vector<int32_t> symbols(piece.size());
-  for (size_t i = 0; i < piece.size(); ++i) symbols[i] = byte_ids_[static_cast<unsigned char>(piece[i])];
-  bpe_.merge(symbols);
-  out.insert(out.end(), symbols.begin(), symbols.end());
-  if (cacheable) cache.pieces.emplace(std::string(piece), std::move(symbols));
+  bpe_.merge_piece(
+      piece,
+      [&](std::string_view p, std::vector<int32_t>& symbols) {
+        for (const char c : p) symbols.push_back(byte_ids_[static_cast<unsigned char>(c)]);
+      },
+      out);
 }
 
 std::vector<int32_t> Gpt2BpeTokenizer::encode(std::string_view text) const {

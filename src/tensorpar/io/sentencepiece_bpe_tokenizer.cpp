@@ -142,12 +142,18 @@ SentencePieceBpeTokenizer SentencePieceBpeTokenizer::from_tokenizer_json(const s
   // A '\n' never merges with its neighbours when neither it nor its byte token is part of any merge.
   const auto newline = t.bpe_.find("\n");
   const int32_t newline_id = newline ? *newline : t.byte_ids_['\n'];
+  t.cut_before_space_ = true;
+  for (int32_t id = 0; id < t.bpe_.size() && t.cut_before_space_; ++id) {
+    if (!t.bpe_.has_id(id)) continue;
+    const std::string& token = t.bpe_.token(id);
+    for (size_t at = token.find(kSpace, 1); at != std::string::npos; at = token.find(kSpace, at + 1))
+      if (at < kSpace.size() || token.compare(at - kSpace.size(), kSpace.size(), kSpace) != 0) t.cut_before_space_ = false;
+  }
   t.newline_is_barrier_ = newline_id >= 0 && !t.bpe_.merges_with(newline_id) && !t.added_.any_contains('\n');
   return t;
 }
 
-void SentencePieceBpeTokenizer::encode_word(std::string_view word, std::vector<int32_t>& out) const {
-  std::vector<int32_t> symbols;
+void SentencePieceBpeTokenizer::initial_symbols(std::string_view word, std::vector<int32_t>& symbols) const {
   symbols.reserve(word.size());
   bool last_unk = false;
   for (size_t i = 0; i < word.size();) {
@@ -171,9 +177,27 @@ void SentencePieceBpeTokenizer::encode_word(std::string_view word, std::vector<i
     if (!last_unk) symbols.push_back(*unk_);  // consecutive unknowns become one <unk> (fuse_unk)
     last_unk = true;
   }
-  bpe_.merge(symbols);
-  out.insert(out.end(), symbols.begin(), symbols.end());
 }
+
+void SentencePieceBpeTokenizer::encode_word(std::string_view word, std::vector<int32_t>& out) const {
+  auto init = [&](std::string_view piece, std::vector<int32_t>& symbols) { initial_symbols(piece, symbols); };
+  if (!cut_before_space_) {
+    std::vector<int32_t> symbols;
+    initial_symbols(word, symbols);
+    bpe_.merge(symbols);
+    out.insert(out.end(), symbols.begin(), symbols.end());
+    return;
+  }
+  // Cut before every "▁" run that follows another character.
+  size_t begin = 0;
+  for (size_t at = word.find(kSpace, 1); at != std::string_view::npos; at = word.find(kSpace, at + kSpace.size())) {
+    if (at >= kSpace.size() && word.substr(at - kSpace.size(), kSpace.size()) == kSpace) continue;  // inside a run
+    bpe_.merge_piece(word.substr(begin, at - begin), init, out);
+    begin = at;
+  }
+  bpe_.merge_piece(word.substr(begin), init, out);
+}
+
 
 void SentencePieceBpeTokenizer::encode_text(std::string_view text, bool document_start, std::vector<int32_t>& out) const {
   added_.split(

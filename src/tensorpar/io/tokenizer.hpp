@@ -86,14 +86,13 @@ class Gpt2BpeTokenizer : public Tokenizer {
   const std::string& id_to_token(int32_t id) const { return bpe_.token(id); }  // the vocab string ("Ġworld")
 
  private:
-  Gpt2BpeTokenizer();
+  Gpt2BpeTokenizer() = default;
   void finish(const std::string& source);
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;
 
   BpeModel bpe_;
   AddedTokens added_;
   int32_t byte_ids_[256];  // the id of each byte's symbol
-  uint64_t instance_;      // identifies this tokenizer's entries in the per-thread piece cache
 };
 
 // SentencePiece-style BPE from a Hugging Face tokenizer.json, as LlamaTokenizerFast (Llama 1/2, Mistral,
@@ -122,6 +121,7 @@ class SentencePieceBpeTokenizer : public Tokenizer {
   SentencePieceBpeTokenizer() = default;
   void encode_text(std::string_view text, bool document_start, std::vector<int32_t>& out) const;
   void encode_word(std::string_view word, std::vector<int32_t>& out) const;
+  void initial_symbols(std::string_view word, std::vector<int32_t>& symbols) const;
 
   BpeModel bpe_;
   AddedTokens added_;
@@ -135,6 +135,9 @@ class SentencePieceBpeTokenizer : public Tokenizer {
   std::vector<int32_t> prefix_, suffix_;  // from the post_processor template
   int32_t byte_ids_[256];                 // <0xXX> tokens, -1 where missing
   bool newline_is_barrier_ = false;
+  // No token has "▁" after another character (true of SentencePiece vocabularies, whose pieces start at
+  // a space): then no merge crosses the start of a "▁" run, and words are encoded in pieces cut there.
+  bool cut_before_space_ = false;
 };
 
 // The tokenizer in `dir`: GPT-2 BPE for vocab.json + merges.txt or a ByteLevel tokenizer.json,
