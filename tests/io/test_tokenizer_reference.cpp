@@ -11,6 +11,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include <unistd.h>
+
+#include "tensorpar/core/error.hpp"
 #include "tensorpar/io/tokenizer.hpp"
 
 namespace tensorpar::io {
@@ -130,6 +133,53 @@ TEST(TokenizerReference, Gpt2PatternUsesUnicodeWhiteSpaceAsHuggingFace) {
   // Invalid UTF-8 still round-trips byte for byte.
   const std::string bad = "ok \xff\xfe\xc3 end";
   EXPECT_EQ(tok.decode(tok.encode(bad)), bad);
+}
+
+TEST(TokenizerReference, MetaspaceFormEqualsNormalizerFormExceptALeadingSpace) {
+  // Newer conversions of Llama tokenizers put "▁" handling in a Metaspace pre-tokenizer (prepend_scheme
+  // "first", split false) instead of the normalizers. Same ids, except that Metaspace does not prepend a
+  // second "▁" to text that starts with a space, and does not prepend after an added token.
+  auto j = nlohmann::json::parse(slurp(kDataDir + "/llama/tokenizer.json"));
+  j["normalizer"] = nullptr;
+  j["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\xe2\x96\x81"}, {"prepend_scheme", "first"}, {"split", false}};
+  const std::string dir = ::testing::TempDir() + "/metaspace_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/tokenizer.json") << j.dump();
+  const auto meta = read_tokenizer(dir);
+  const auto norm = read_tokenizer(kDataDir + "/llama");
+  std::filesystem::remove_all(dir);
+  ASSERT_NE(dynamic_cast<const SentencePieceBpeTokenizer*>(meta.get()), nullptr);
+  for (const auto& c : reference_cases())
+    if (c.text[0] != ' ') EXPECT_EQ(meta->encode(c.text), c.llama) << c.text;
+  const auto& sp = dynamic_cast<const SentencePieceBpeTokenizer&>(*meta);
+  EXPECT_EQ(meta->encode(" x"), (std::vector<int32_t>{1, *sp.token_to_id("\xe2\x96\x81x")}));
+  EXPECT_EQ(norm->encode(" x"), (std::vector<int32_t>{1, *sp.token_to_id("\xe2\x96\x81"), *sp.token_to_id("\xe2\x96\x81x")}));
+  EXPECT_EQ(meta->encode("a</s>b"), (std::vector<int32_t>{1, *sp.token_to_id("\xe2\x96\x81" "a"), 2, *sp.token_to_id("b")}));
+  // Split true: a word starts at every "▁", so runs of spaces no longer merge into "▁▁" tokens; text
+  // without such runs keeps its ids (no Llama token has "▁" after another character).
+  j["pre_tokenizer"]["split"] = true;
+  j["pre_tokenizer"]["prepend_scheme"] = "always";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/tokenizer.json") << j.dump();
+  const auto split = read_tokenizer(dir);
+  std::filesystem::remove_all(dir);
+  size_t compared = 0;
+  for (const auto& c : reference_cases())
+    if (c.text[0] != ' ' && c.text.find("  ") == std::string::npos) {
+      EXPECT_EQ(split->encode(c.text), c.llama) << c.text;
+      ++compared;
+    }
+  EXPECT_GT(compared, 40u);
+  const auto& sp2 = dynamic_cast<const SentencePieceBpeTokenizer&>(*split);
+  const int32_t space = *sp2.token_to_id("\xe2\x96\x81");
+  EXPECT_EQ(split->encode("a  b"), (std::vector<int32_t>{1, *sp2.token_to_id("\xe2\x96\x81" "a"), space, *sp2.token_to_id("\xe2\x96\x81" "b")}));
+}
+
+TEST(TokenizerReference, ModelDirectoryWithLlamaTokenizerJsonLoadsIt) {
+  const auto tok = load_tokenizer(kDataDir + "/llama", 32000);
+  EXPECT_NE(dynamic_cast<const SentencePieceBpeTokenizer*>(tok.get()), nullptr);
+  EXPECT_THROW(load_tokenizer(kDataDir + "/llama", 31999), ConfigError);  // larger than the model's vocabulary
+  EXPECT_NE(dynamic_cast<const Gpt2BpeTokenizer*>(load_tokenizer(kDataDir + "/gpt2", 50304).get()), nullptr);
 }
 
 }  // namespace
