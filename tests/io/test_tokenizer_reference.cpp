@@ -28,6 +28,18 @@ std::string slurp(const std::string& path) {
   return ss.str();
 }
 
+// Reference files are committed; a missing one fails the test (never a skip) with how to get it back.
+bool have_reference_files() {
+  bool ok = true;
+  for (const char* f : {"gpt2/vocab.json", "gpt2/merges.txt", "llama/tokenizer.json", "expected.json", "corpus.txt"})
+    if (!std::filesystem::exists(kDataDir + "/" + f)) {
+      ADD_FAILURE() << kDataDir << "/" << f << " is missing; restore it from git or regenerate the reference data with "
+                    << "scripts/tokenizer_fixtures.sh (needs node and npm)";
+      ok = false;
+    }
+  return ok;
+}
+
 struct Case {
   std::string text;
   std::vector<int32_t> gpt2, llama;
@@ -74,6 +86,7 @@ void expect_split_encoding_exact(const Tokenizer& tok, const std::string& text) 
 }
 
 TEST(TokenizerReference, Gpt2MatchesGpt3EncoderOnMultilingualCorpus) {
+  ASSERT_TRUE(have_reference_files());
   const auto tok = Gpt2BpeTokenizer::from_files(kDataDir + "/gpt2/vocab.json", kDataDir + "/gpt2/merges.txt");
   ASSERT_EQ(tok.vocab_size(), 50257);
   const auto cases = reference_cases();
@@ -90,6 +103,7 @@ TEST(TokenizerReference, Gpt2MatchesGpt3EncoderOnMultilingualCorpus) {
 }
 
 TEST(TokenizerReference, LlamaMatchesLlamaTokenizerJsOnMultilingualCorpus) {
+  ASSERT_TRUE(have_reference_files());
   const auto loaded = read_tokenizer(kDataDir + "/llama");
   ASSERT_NE(dynamic_cast<const SentencePieceBpeTokenizer*>(loaded.get()), nullptr)
       << "tokenizer.json with byte fallback must load as SentencePiece BPE";
