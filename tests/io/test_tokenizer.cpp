@@ -1,5 +1,5 @@
 // Tokenizers: the GPT-2 pre-tokenizer against splits produced by Python's `regex` module with the
-// GPT-2 pattern; BPE merges by rank on a tiny hand-built vocabulary (vocab.json/merges.txt and the
+// GPT-2 pattern (test_tokenizer_reference.cpp compares whole tokenizers with independent ones); BPE merges by rank on a tiny hand-built vocabulary (vocab.json/merges.txt and the
 // same as tokenizer.json); decode(encode(x)) == x for UTF-8 and arbitrary bytes; load_tokenizer's choice.
 #include "tensorpar/io/tokenizer.hpp"
 
@@ -190,12 +190,16 @@ TEST(Gpt2Bpe, BadFilesGiveErrorsNamingTheFile) {
   dir.write("broken.json", "{\"model\": ");
   EXPECT_THROW(Gpt2BpeTokenizer::from_tokenizer_json(dir.file("broken.json")), IoError);
 
-  // A vocabulary lacking a byte symbol cannot encode that byte.
+  // A vocabulary lacking a byte symbol could not encode that byte: refused when loading.
   auto partial = tiny_vocab();
   partial.erase("z");
   dir.write("partial.json", partial.dump());
-  const auto tok = Gpt2BpeTokenizer::from_files(dir.file("partial.json"), dir.file("merges.txt"));
-  EXPECT_THROW(tok.encode("zz"), ConfigError);
+  msg = error_of([&] { Gpt2BpeTokenizer::from_files(dir.file("partial.json"), dir.file("merges.txt")); });
+  EXPECT_NE(msg.find("partial.json: the vocabulary has no symbol for byte 122"), std::string::npos) << msg;
+  // A merge whose parts or result are not in the vocabulary is refused, as Hugging Face does.
+  dir.write("unknown_merge.txt", "#version: 0.2\nh e\nq q\n");
+  msg = error_of([&] { Gpt2BpeTokenizer::from_files(dir.file("vocab.json"), dir.file("unknown_merge.txt")); });
+  EXPECT_NE(msg.find("unknown_merge.txt: merge 3 ('q' 'q')"), std::string::npos) << msg;
 }
 
 TEST(ByteTokenizer, RoundTripAndRange) {
