@@ -11,16 +11,16 @@ int checked_tp(const ProcessGroup& world, int tp_size) {
 }
 }  // namespace
 
-ProcessGroup Mesh::split(const ProcessGroup& world, int color, int key) {
+ProcessGroup Mesh::split(const ProcessGroup& world, int color, int key, const char* name) {
   MPI_Comm comm = MPI_COMM_NULL;
   MPI_CHECK(MPI_Comm_split(world.comm(), color, key, &comm), "Comm_split");
-  ProcessGroup group(comm);  // duplicates
+  ProcessGroup group(comm, name);  // duplicates
   MPI_Comm_free(&comm);
   return group;
 }
 
 Mesh::Mesh(const ProcessGroup& world, int tp_size)
-    : tp_(split(world, world.rank() / checked_tp(world, tp_size), world.rank())),
-      dp_(split(world, world.rank() % tp_size, world.rank())) {}
+    : tp_(split(world, world.rank() / checked_tp(world, tp_size), world.rank(), "tp")),
+      dp_(split(world, world.rank() % tp_size, world.rank(), "dp")) {}
 
 }  // namespace tensorpar

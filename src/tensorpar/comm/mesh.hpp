@@ -1,5 +1,6 @@
 // Mesh: the world split into tensor-parallel groups of contiguous ranks (they share a node and the
 // fastest links) and data-parallel groups across them: world rank = dp_rank * tp_size + tp_rank.
+// The groups are named "tp" and "dp" in error messages.
 #pragma once
 #include "tensorpar/comm/process_group.hpp"
 
@@ -15,7 +16,7 @@ class Mesh {
   int dp_size() const { return dp_.size(); }
 
  private:
-  static ProcessGroup split(const ProcessGroup& world, int color, int key);
+  static ProcessGroup split(const ProcessGroup& world, int color, int key, const char* name);
   ProcessGroup tp_;
   ProcessGroup dp_;
 };

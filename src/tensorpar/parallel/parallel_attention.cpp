@@ -77,7 +77,7 @@ ParallelAttention::ParallelAttention(ProcessGroup& tp, const AttentionOptions& o
     const int sharing = tp.size() / int(options_.n_kv_heads);
     MPI_Comm comm = MPI_COMM_NULL;
     MPI_CHECK(MPI_Comm_split(tp.comm(), tp.rank() / sharing, tp.rank(), &comm), "Comm_split (KV head group)");
-    kv_group_ = std::make_unique<ProcessGroup>(comm);  // duplicates
+    kv_group_ = std::make_unique<ProcessGroup>(comm, "kv-head");  // duplicates
     MPI_Comm_free(&comm);
     kv_grad_before_ = Tensor({2 * options_.head_dim * (options_.hidden + (options_.bias ? 1 : 0))});
   }
