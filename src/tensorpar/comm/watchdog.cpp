@@ -17,14 +17,18 @@ int64_t now_ns() {
       .count();
 }
 
-// The collective in flight on this process. since_ns == 0: none. Written by the main thread, read
-// by the watchdog; the names are string literals (static storage), so a stale pointer is still valid.
+// The collective in flight on this process, written by the main thread (the only one calling MPI) and
+// read by the watchdog. `active` is the serial number of the blocking call in progress, 0 between
+// calls: the main thread never reads a clock (that costs 20-200 ns depending on the clock source);
+// the watchdog times how long it keeps seeing the same serial number. The names are string literals
+// (static storage), so a stale pointer is still valid.
 struct InFlight {
   std::atomic<bool> watched{false};
   std::atomic<const char*> what{nullptr};
   std::atomic<const char*> group{nullptr};
   std::atomic<int> group_size{0};
-  std::atomic<int64_t> since_ns{0};
+  std::atomic<uint64_t> active{0};
+  uint64_t serial = 0;  // main thread only
 };
 InFlight g_in_flight;
 
@@ -60,12 +64,12 @@ InCollective::InCollective(const char* what, const ProcessGroup& group) {
   g_in_flight.what.store(what, std::memory_order_relaxed);
   g_in_flight.group.store(group.name(), std::memory_order_relaxed);
   g_in_flight.group_size.store(group.size(), std::memory_order_relaxed);
-  g_in_flight.since_ns.store(now_ns(), std::memory_order_release);
+  g_in_flight.active.store(++g_in_flight.serial, std::memory_order_release);
   marked_ = true;
 }
 
 InCollective::~InCollective() {
-  if (marked_) g_in_flight.since_ns.store(0, std::memory_order_relaxed);
+  if (marked_) g_in_flight.active.store(0, std::memory_order_release);
 }
 
 }  // namespace detail
@@ -89,28 +93,34 @@ CommWatchdog::~CommWatchdog() {
 }
 
 void CommWatchdog::watch() {
-  // Check ten times per timeout (at most every second, at least every 10 ms): a stuck collective is
-  // reported between 1.0 and 1.1 timeouts after it started.
+  // Sample ten times per timeout (at most every second, at least every 10 ms). A call seen in flight
+  // at two samples `timeout` apart has waited at least that long, and at most one period longer.
   const auto period = std::chrono::duration<double>(std::clamp(timeout_ / 10, 0.01, 1.0));
   const int64_t timeout_ns = int64_t(timeout_ * 1e9);
+  uint64_t seen = 0;        // serial number of the call in flight at the last sample, 0: none
+  int64_t seen_since = 0;   // when it was first seen
   for (;;) {
     {
       std::unique_lock lock(mutex_);
       if (wake_.wait_for(lock, period, [this] { return stop_; })) return;
     }
-    const int64_t since = g_in_flight.since_ns.load(std::memory_order_acquire);
-    if (since == 0) continue;
-    const int64_t waited = now_ns() - since;
-    if (waited < timeout_ns) continue;
+    const uint64_t active = g_in_flight.active.load(std::memory_order_acquire);
+    const int64_t now = now_ns();
+    if (active != seen) {
+      seen = active;
+      seen_since = now;
+      continue;
+    }
+    if (active == 0 || now - seen_since < timeout_ns) continue;
     const char* what = g_in_flight.what.load(std::memory_order_relaxed);
     const char* group = g_in_flight.group.load(std::memory_order_relaxed);
     const int size = g_in_flight.group_size.load(std::memory_order_relaxed);
-    if (g_in_flight.since_ns.load(std::memory_order_acquire) != since) continue;  // it completed meanwhile
+    if (g_in_flight.active.load(std::memory_order_acquire) != active) continue;  // it completed meanwhile
     on_timeout_(fmt::format(
-        "{} on the {} group ({} rank{}) did not complete within {:.0f} s (waited {:.1f} s): another rank of the "
+        "{} on the {} group ({} rank{}) did not complete within {:g} s (waited {:.1f} s): another rank of the "
         "group stopped answering (hung, stopped, or died); check the other ranks' output and their nodes, or "
         "raise --comm-timeout",
-        what, group, size, size == 1 ? "" : "s", timeout_, double(waited) / 1e9));
+        what, group, size, size == 1 ? "" : "s", timeout_, double(now - seen_since) / 1e9));
     return;
   }
 }

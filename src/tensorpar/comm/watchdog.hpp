@@ -1,12 +1,12 @@
 // CommWatchdog: turns a collective that never completes into an error. A blocking MPI collective
 // cannot be cancelled, so a rank whose peer stopped answering (stuck, stopped, lost) would wait
 // forever, and a job would burn its allocation in silence. As NCCL's watchdog does, every blocking
-// MPI call of a ProcessGroup marks "in collective X on group G since t" in a process-wide slot (a few
-// relaxed atomic stores; only the main thread calls MPI, so at most one is in flight), and a thread
-// that makes no MPI calls checks the slot a few times per timeout. A collective older than the timeout
-// is reported to the owner's callback with a message naming it, the group, its size and the time
-// waited; the callback decides how the process ends (main prints it and calls _exit, and mpirun then
-// ends the other ranks). Without a watchdog the marks are skipped: one relaxed load and a branch.
+// MPI call of a ProcessGroup marks "collective X on group G in flight" in a process-wide slot (a few
+// atomic stores, no clock read; only the main thread calls MPI, so at most one is in flight), and a
+// thread that makes no MPI calls samples the slot ten times per timeout. A call still in flight after
+// the timeout is reported to the owner's callback with a message naming it, the group, its size and
+// the time waited; the callback decides how the process ends (main prints it and calls _exit, and
+// mpirun then ends the other ranks). Without a watchdog the marks are skipped: a load and a branch.
 #pragma once
 #include <condition_variable>
 #include <mutex>
