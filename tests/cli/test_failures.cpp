@@ -4,14 +4,22 @@
 // loop ends the whole job within --comm-timeout (+10 s) with the collective, its group and the time
 // named. Wall times are measured around mpirun and printed, so the log shows the numbers.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
+#include <thread>
+#include <vector>
 
 #include "cli/cli_runner.hpp"
+
+extern char** environ;
 
 namespace tensorpar {
 namespace {
@@ -103,6 +111,64 @@ TEST_F(Failures, StalledRankEndsTheJobWithinTheCommTimeout) {
                                 r.err.find("broadcast on") != std::string::npos;
   EXPECT_TRUE(names_collective) << r.err;
   EXPECT_GE(seconds, kTimeout) << "ended before the timeout: " << r.err;
+  EXPECT_LT(seconds, kTimeout + 10.0);
+}
+
+// The same without a test hook: rank 1 is frozen with SIGSTOP mid-training (as a debugger, a swapping
+// node or a hung driver would). mpirun is started directly so that its children, the ranks, can be
+// found by their OMPI_COMM_WORLD_RANK.
+TEST_F(Failures, RankStoppedWithSigstopEndsTheJobWithinTheCommTimeout) {
+  constexpr int kTimeout = 3;
+  const std::string out = path("sigstop.out"), err = path("sigstop.err");
+  const std::string command = std::string("exec ") + TENSORPAR_MPIRUN + " -np 2 --oversubscribe --bind-to none " +
+                              TENSORPAR_CLI + " --comm-timeout " + std::to_string(kTimeout) + " " +
+                              train_args(100000, "") + " > " + out + " 2> " + err;
+  const char* argv[] = {"sh", "-c", command.c_str(), nullptr};
+  pid_t mpirun = -1;
+  ASSERT_EQ(posix_spawn(&mpirun, "/bin/sh", nullptr, nullptr, const_cast<char**>(argv), environ), 0);
+  // rank 1: the child of mpirun whose environment says OMPI_COMM_WORLD_RANK=1 (wait for it to train)
+  auto find_rank1 = [&]() -> pid_t {
+    std::ifstream children("/proc/" + std::to_string(mpirun) + "/task/" + std::to_string(mpirun) + "/children");
+    for (pid_t child; children >> child;) {
+      std::ifstream env("/proc/" + std::to_string(child) + "/environ");
+      for (std::string var; std::getline(env, var, '\0');)
+        if (var == "OMPI_COMM_WORLD_RANK=1") return child;
+    }
+    return -1;
+  };
+  pid_t rank1 = -1;
+  for (int i = 0; i < 100 && rank1 < 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    rank1 = find_rank1();
+  }
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // into the training loop
+  const auto t0 = std::chrono::steady_clock::now();
+  if (rank1 > 0) ::kill(rank1, SIGSTOP);
+  int status = 0;
+  bool ended = false;
+  for (int i = 0; i < 600 && !ended; ++i) {  // up to 60 s, then fail instead of hanging
+    ended = ::waitpid(mpirun, &status, WNOHANG) == mpirun;
+    if (!ended) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!ended) {
+    if (rank1 > 0) ::kill(rank1, SIGKILL);
+    ::kill(mpirun, SIGKILL);
+    ::waitpid(mpirun, &status, 0);
+  }
+  ASSERT_GT(rank1, 0) << "rank 1 of mpirun " << mpirun << " not found";
+  ASSERT_TRUE(ended) << "the job did not end within 60 s of SIGSTOP";
+  std::printf("[ timing   ] %.2f s from SIGSTOP of rank 1 to the end of the job (--comm-timeout %d)\n", seconds,
+              kTimeout);
+  std::ifstream in(err);
+  std::stringstream text;
+  text << in.rdbuf();
+  testing::CliResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.err = text.str();
+  EXPECT_EQ(r.exit_code, 124) << r.err;
+  EXPECT_EQ(r.error_lines(), 1) << r.err;
+  EXPECT_NE(r.err.find("on the tp group (2 ranks) did not complete within 3 s"), std::string::npos) << r.err;
   EXPECT_LT(seconds, kTimeout + 10.0);
 }
 
