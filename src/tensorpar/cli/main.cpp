@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <memory>
 #include <thread>
 
@@ -71,9 +72,30 @@ int finish(tensorpar::ProcessGroup& world, const std::string& error) {
   return first_failed == size ? 0 : 1;
 }
 
+// Last resort for an exception that escapes a thread (an OpenMP region whose body was not wrapped in
+// ParallelErrors, the watchdog): one line and exit 1 instead of "terminate called after throwing" and
+// a core dump. Exceptions on the main thread never get here; they reach finish().
+[[noreturn]] void on_terminate() {
+  std::string what = "unknown exception";
+  if (const std::exception_ptr e = std::current_exception()) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      what = x.what();
+    } catch (...) {
+    }
+  } else {
+    what = "std::terminate called without an exception";
+  }
+  std::fflush(stdout);
+  print_error("internal error: " + what + " (escaped a worker thread; please report it)");
+  _exit(1);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::set_terminate(on_terminate);
   // OpenMP threads compute; only this thread calls MPI.
   int provided = MPI_THREAD_SINGLE;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
