@@ -129,6 +129,8 @@ void Work::wait() {
 // ---- ProcessGroup ----
 
 ProcessGroup::ProcessGroup(MPI_Comm comm, const char* name) : name_(name) {
+  static const bool hooks_armed = (detail::arm_test_hooks(), true);
+  (void)hooks_armed;
   MPI_CHECK(MPI_Comm_dup(comm, &comm_), "Comm_dup");
   // Errors come back as return codes (turned into exceptions), never abort inside MPI.
   MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "Comm_set_errhandler");

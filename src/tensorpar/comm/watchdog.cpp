@@ -23,7 +23,6 @@ int64_t now_ns() {
 // the watchdog times how long it keeps seeing the same serial number. The names are string literals
 // (static storage), so a stale pointer is still valid.
 struct InFlight {
-  std::atomic<bool> watched{false};
   std::atomic<const char*> what{nullptr};
   std::atomic<const char*> group{nullptr};
   std::atomic<int> group_size{0};
@@ -33,44 +32,43 @@ struct InFlight {
 InFlight g_in_flight;
 
 // Test hook (tests/cli): TENSORPAR_TEST_STALL_RANK=r makes world rank r stop answering, sleeping
-// forever before its TENSORPAR_TEST_STALL_AFTER-th collective (default 20), as a hung or SIGSTOPped
-// rank would. Read once; costs a branch afterwards.
-struct StallHook {
-  int countdown = -1;  // collectives left before stalling; -1: never
-  StallHook() {
-    const char* rank = std::getenv("TENSORPAR_TEST_STALL_RANK");
-    if (!rank) return;
-    int me = 0;
-    MPI_Comm_rank(MPI_COMM_WORLD, &me);
-    if (std::atoi(rank) != me) return;
-    const char* after = std::getenv("TENSORPAR_TEST_STALL_AFTER");
-    countdown = after ? std::atoi(after) : 20;
-  }
-  void maybe_stall() {
-    if (countdown < 0) return;
-    if (countdown-- > 0) return;
-    for (;;) pause();
-  }
-};
+// forever before its TENSORPAR_TEST_STALL_AFTER-th blocking collective (default 20), as a hung or
+// SIGSTOPped rank would. Armed once by the first ProcessGroup; costs nothing when not set.
+std::atomic<int> g_stall_countdown{-1};  // collectives left before stalling; -1: never
+std::atomic<bool> g_watched{false};
 
 }  // namespace
 
 namespace detail {
 
-InCollective::InCollective(const char* what, const ProcessGroup& group) {
-  static StallHook stall;
-  stall.maybe_stall();
-  if (!g_in_flight.watched.load(std::memory_order_relaxed)) return;
+std::atomic<bool> g_mark_collectives{false};
+
+void arm_test_hooks() {
+  const char* rank = std::getenv("TENSORPAR_TEST_STALL_RANK");
+  if (!rank) return;
+  int me = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &me);
+  if (std::atoi(rank) != me) return;
+  const char* after = std::getenv("TENSORPAR_TEST_STALL_AFTER");
+  g_stall_countdown.store(after ? std::atoi(after) : 20);
+  g_mark_collectives.store(true);
+}
+
+bool InCollective::mark(const char* what, const ProcessGroup& group) {
+  if (const int left = g_stall_countdown.load(std::memory_order_relaxed); left >= 0) {
+    if (left == 0)
+      for (;;) pause();
+    g_stall_countdown.store(left - 1, std::memory_order_relaxed);
+  }
+  if (!g_watched.load(std::memory_order_relaxed)) return false;
   g_in_flight.what.store(what, std::memory_order_relaxed);
   g_in_flight.group.store(group.name(), std::memory_order_relaxed);
   g_in_flight.group_size.store(group.size(), std::memory_order_relaxed);
   g_in_flight.active.store(++g_in_flight.serial, std::memory_order_release);
-  marked_ = true;
+  return true;
 }
 
-InCollective::~InCollective() {
-  if (marked_) g_in_flight.active.store(0, std::memory_order_release);
-}
+void InCollective::unmark() { g_in_flight.active.store(0, std::memory_order_release); }
 
 }  // namespace detail
 
@@ -78,12 +76,14 @@ CommWatchdog::CommWatchdog(double timeout_seconds, std::function<void(const std:
     : timeout_(timeout_seconds), on_timeout_(std::move(on_timeout)) {
   TP_CHECK(std::isfinite(timeout_seconds) && timeout_seconds > 0, ConfigError,
            "--comm-timeout must be a positive number of seconds, got {}", timeout_seconds);
-  g_in_flight.watched.store(true, std::memory_order_relaxed);
+  g_watched.store(true, std::memory_order_relaxed);
+  detail::g_mark_collectives.store(true, std::memory_order_relaxed);
   thread_ = std::thread([this] { watch(); });
 }
 
 CommWatchdog::~CommWatchdog() {
-  g_in_flight.watched.store(false, std::memory_order_relaxed);
+  g_watched.store(false, std::memory_order_relaxed);
+  detail::g_mark_collectives.store(g_stall_countdown.load() >= 0, std::memory_order_relaxed);
   {
     std::lock_guard lock(mutex_);
     stop_ = true;

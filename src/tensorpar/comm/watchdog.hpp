@@ -7,7 +7,9 @@
 // the timeout is reported to the owner's callback with a message naming it, the group, its size and
 // the time waited; the callback decides how the process ends (main prints it and calls _exit, and
 // mpirun then ends the other ranks). Without a watchdog the marks are skipped: a load and a branch.
+// One watchdog per process at a time.
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <functional>
@@ -37,15 +39,27 @@ class CommWatchdog {
 };
 
 namespace detail {
+// True while a watchdog runs (or the test stall hook is armed): only then are collectives marked.
+extern std::atomic<bool> g_mark_collectives;
+// Arms the test stall hook if the environment asks for it (watchdog.cpp); ProcessGroup calls it once.
+void arm_test_hooks();
+
 // Marks one blocking MPI call of `group` as in flight for its lifetime (ProcessGroup's own use).
+// Inline so that without a watchdog a collective pays one relaxed load and a branch.
 class InCollective {
  public:
-  InCollective(const char* what, const ProcessGroup& group);
-  ~InCollective();
+  InCollective(const char* what, const ProcessGroup& group) {
+    if (g_mark_collectives.load(std::memory_order_relaxed)) [[unlikely]] marked_ = mark(what, group);
+  }
+  ~InCollective() {
+    if (marked_) unmark();
+  }
   InCollective(const InCollective&) = delete;
   InCollective& operator=(const InCollective&) = delete;
 
  private:
+  static bool mark(const char* what, const ProcessGroup& group);
+  static void unmark();
   bool marked_ = false;
 };
 }  // namespace detail
