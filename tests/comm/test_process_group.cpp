@@ -103,7 +103,7 @@ TEST(ProcessGroup, SplitGroupsByColourOrderedByKey) {
   ProcessGroup world = ProcessGroup::world();
   const int n = world.size(), r = world.rank();
   // even and odd ranks, each group in reverse world order
-  ProcessGroup half = world.split(r % 2, n - r);
+  ProcessGroup half = world.split(r % 2, n - r, "half");
   const int members = (n - r % 2 + 1) / 2;  // how many ranks share my parity
   EXPECT_EQ(half.size(), members);
   EXPECT_EQ(half.rank(), members - 1 - r / 2);

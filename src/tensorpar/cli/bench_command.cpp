@@ -83,7 +83,8 @@ void add_bench_command(CLI::App& app, Runner& run) {
                                      r.activation_bytes_per_layer_korthikanti / 1e6, double(r.activation_bytes) / 1e6,
                                      double(r.parameter_bytes_per_rank) / 1e6, r.parameter_bytes_expected / 1e6, r.tp));
       if (o->profile) {
-        std::string table = "  per step, rank 0 (phases nest; collectives include waiting for the other ranks):\n";
+        std::string table = "  per step, rank 0 (phases nest; collectives include waiting for the other ranks; a phase inside an "
+                            "OpenMP region, e.g. attention's GEMMs, adds up over its threads):\n";
         for (const auto& [phase, e] : profile())
           table += fmt::format("    {:<32} {:8.2f} ms {:5.1f}%  ({} calls)\n", phase, 1e3 * e.seconds / double(o->steps),
                                100 * e.seconds / (r.step_seconds * double(o->steps)), e.calls / o->steps);

@@ -6,9 +6,12 @@
 
 #include <chrono>
 #include <cstdio>
+#include <exception>
+#include <memory>
 #include <thread>
 
 #include "tensorpar/cli/command.hpp"
+#include "tensorpar/comm/watchdog.hpp"
 #include "tensorpar/kernels/gemm.hpp"
 
 namespace {
@@ -23,40 +26,86 @@ int local_ranks() {
   return n;
 }
 
+// How long a failed rank waits for the others to report before it ends the job on its own. Ranks that
+// fail alike (bad arguments, a missing file, an error agreed on with agree()) arrive within
+// milliseconds; a rank that failed alone would wait for ever, its peers blocked in a collective it
+// abandoned. A blocking collective cannot be interrupted, so the failed rank prints its error and
+// exits; mpirun then ends the others.
+constexpr double kPeerWaitSeconds = 1.0;
+
+// Exit codes (README "Exit codes"): 1 an error, 2 a bad command line, kExitCommTimeout a collective
+// that did not complete within --comm-timeout.
+constexpr int kExitCommTimeout = 124;  // as timeout(1)
+
+void print_error(const std::string& error) {
+  std::fprintf(stderr, "tensorpar: error: %s\n", error.c_str());
+  std::fflush(stderr);
+}
+
 // Every rank reports whether it failed. If all ranks get here, the lowest failing rank prints its
-// message and all exit 1. A rank whose peers never arrive (they are stuck in a collective that
-// this rank's failure abandoned) prints and aborts the job instead of waiting forever.
-int finish(int rank, int size, const std::string& error) {
+// message and all exit 1 after MPI_Finalize. A failed rank whose peers do not arrive within
+// kPeerWaitSeconds prints its message and leaves at once with _exit (no MPI_Finalize: that would wait
+// for the peers too; no MPI_Abort: its banner would bury the one line), and mpirun ends the job.
+int finish(tensorpar::ProcessGroup& world, const std::string& error) {
+  const int rank = world.rank(), size = world.size();
   int first_failed = error.empty() ? size : rank;
   MPI_Request request;
   MPI_Iallreduce(MPI_IN_PLACE, &first_failed, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD, &request);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(error.empty() ? 3600 * 24 : 10);
-  int done = 0;
-  while (!done) {
-    MPI_Test(&request, &done, MPI_STATUS_IGNORE);
-    if (done) break;
-    if (std::chrono::steady_clock::now() > deadline) {
-      std::fprintf(stderr, "tensorpar: error: %s\n", error.c_str());
-      std::fflush(stderr);
-      MPI_Abort(MPI_COMM_WORLD, 1);
+  {
+    // A rank that succeeded waits as long as it takes, watched by --comm-timeout like any collective.
+    tensorpar::detail::InCollective in_flight("final error agreement", world);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(kPeerWaitSeconds);
+    int done = 0;
+    while (!done) {
+      MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+      if (done) break;
+      if (!error.empty() && std::chrono::steady_clock::now() > deadline) {
+        std::fflush(stdout);
+        print_error(error);
+        _exit(1);
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
-  if (first_failed == rank) {
-    std::fprintf(stderr, "tensorpar: error: %s\n", error.c_str());
-    std::fflush(stderr);
-  }
+  if (first_failed == rank) print_error(error);
   MPI_Finalize();
   return first_failed == size ? 0 : 1;
+}
+
+// Last resort for an exception that escapes a thread (an OpenMP region whose body was not wrapped in
+// ParallelErrors, the watchdog): one line and exit 1 instead of "terminate called after throwing" and
+// a core dump. Exceptions on the main thread never get here; they reach finish().
+[[noreturn]] void on_terminate() {
+  std::string what = "unknown exception";
+  if (const std::exception_ptr e = std::current_exception()) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      what = x.what();
+    } catch (...) {
+    }
+  } else {
+    what = "std::terminate called without an exception";
+  }
+  std::fflush(stdout);
+  print_error("internal error: " + what + " (escaped a worker thread; please report it)");
+  _exit(1);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
-  int rank = 0, size = 1;
+  std::set_terminate(on_terminate);
+  // OpenMP threads compute; only this thread calls MPI.
+  int provided = MPI_THREAD_SINGLE;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (provided < MPI_THREAD_FUNNELED) {
+    if (rank == 0) print_error("this MPI library does not support threads (MPI_THREAD_FUNNELED); use Open MPI or MPICH");
+    MPI_Finalize();
+    return 1;
+  }
 
   CLI::App app{"tensorpar: train and run transformer language models with Megatron-style tensor parallelism over MPI.\n"
                "Launch with mpirun -np N; the tensor-parallel degree is N unless --tp says otherwise."};
@@ -65,6 +114,11 @@ int main(int argc, char** argv) {
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   int threads = 0;
   app.add_option("--threads", threads, "threads per rank for GEMMs and kernels (default: cores / ranks on this node)");
+  double comm_timeout = 0;
+  app.add_option("--comm-timeout", comm_timeout,
+                 "seconds a collective may wait for the other ranks before the job ends with an error naming it "
+                 "(exit code 124); 0: wait for ever (default). Set it above the longest step plus checkpoint time")
+      ->check(CLI::NonNegativeNumber);
   tensorpar::cli::Runner run;
   tensorpar::cli::add_train_command(app, run);
   tensorpar::cli::add_sample_command(app, run);
@@ -88,16 +142,24 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  tensorpar::ProcessGroup world = tensorpar::ProcessGroup::world();
+  std::unique_ptr<tensorpar::CommWatchdog> watchdog;
   std::string error;
   int code = 0;
   try {
+    // A stuck collective ends this process with one line; mpirun then ends the other ranks.
+    if (comm_timeout != 0)
+      watchdog = std::make_unique<tensorpar::CommWatchdog>(comm_timeout, [](const std::string& message) {
+        std::fflush(stdout);
+        print_error(message);
+        _exit(kExitCommTimeout);
+      });
     const int hw = int(std::thread::hardware_concurrency());
     tensorpar::set_num_threads(threads > 0 ? threads : std::max(1, hw / local_ranks()));
-    tensorpar::ProcessGroup world = tensorpar::ProcessGroup::world();
     code = run(world);
   } catch (const std::exception& e) {
     error = e.what();
   }
-  const int failed = finish(rank, size, error);
+  const int failed = finish(world, error);
   return failed ? 1 : code;
 }

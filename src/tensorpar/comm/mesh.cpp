@@ -12,7 +12,7 @@ int checked_tp(const ProcessGroup& world, int tp_size) {
 }  // namespace
 
 Mesh::Mesh(const ProcessGroup& world, int tp_size)
-    : tp_(world.split(world.rank() / checked_tp(world, tp_size), world.rank())),
-      dp_(world.split(world.rank() % tp_size, world.rank())) {}
+    : tp_(world.split(world.rank() / checked_tp(world, tp_size), world.rank(), "tp")),
+      dp_(world.split(world.rank() % tp_size, world.rank(), "dp")) {}
 
 }  // namespace tensorpar

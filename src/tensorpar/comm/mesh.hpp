@@ -1,5 +1,6 @@
 // Mesh: the world split into tensor-parallel groups of contiguous ranks (they share a node and the
 // fastest links) and data-parallel groups across them: world rank = dp_rank * tp_size + tp_rank.
+// The groups are named "tp" and "dp" in error messages.
 #pragma once
 #include "tensorpar/comm/process_group.hpp"
 

@@ -3,8 +3,10 @@
 #include <cstdint>
 #include <exception>
 
-#include "tensorpar/core/profile.hpp"
 #include <type_traits>
+
+#include "tensorpar/comm/watchdog.hpp"
+#include "tensorpar/core/profile.hpp"
 
 namespace tensorpar {
 
@@ -103,6 +105,7 @@ void Work::wait() {
     const double t0 = now();
     const std::span<float> data = deferred_;
     deferred_ = {};
+    detail::InCollective in_flight("all_reduce", *group_);
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data.data(), int(data.size()), MPI_FLOAT, MPI_SUM, group_->comm_),
               "all_reduce (deferred)");
     group_->stats_.seconds += now() - t0;
@@ -110,7 +113,13 @@ void Work::wait() {
     return;
   }
   const double t0 = now();
-  const int rc = MPI_Wait(&request_, MPI_STATUS_IGNORE);
+  int rc = MPI_SUCCESS;
+  if (group_) {
+    detail::InCollective in_flight(collective_name(what_), *group_);
+    rc = MPI_Wait(&request_, MPI_STATUS_IGNORE);
+  } else {
+    rc = MPI_Wait(&request_, MPI_STATUS_IGNORE);
+  }
   request_ = MPI_REQUEST_NULL;
   if (group_) group_->stats_.seconds += now() - t0;
   if (profiling_enabled()) add_to_profile("all_reduce wait (async)", now() - t0);
@@ -119,7 +128,9 @@ void Work::wait() {
 
 // ---- ProcessGroup ----
 
-ProcessGroup::ProcessGroup(MPI_Comm comm) {
+ProcessGroup::ProcessGroup(MPI_Comm comm, const char* name) : name_(name) {
+  static const bool hooks_armed = (detail::arm_test_hooks(), true);
+  (void)hooks_armed;
   MPI_CHECK(MPI_Comm_dup(comm, &comm_), "Comm_dup");
   // Errors come back as return codes (turned into exceptions), never abort inside MPI.
   MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "Comm_set_errhandler");
@@ -127,16 +138,16 @@ ProcessGroup::ProcessGroup(MPI_Comm comm) {
   MPI_CHECK(MPI_Comm_size(comm_, &size_), "Comm_size");
 }
 
-ProcessGroup ProcessGroup::split(int color, int key) const {
+ProcessGroup ProcessGroup::split(int color, int key, const char* name) const {
   MPI_Comm comm = MPI_COMM_NULL;
   MPI_CHECK(MPI_Comm_split(comm_, color, key, &comm), "Comm_split");
-  ProcessGroup group(comm);  // duplicates, so free ours even if that throws
+  ProcessGroup group(comm, name);  // duplicates, so free ours even if that throws
   MPI_Comm_free(&comm);
   return group;
 }
 
 ProcessGroup::ProcessGroup(ProcessGroup&& other) noexcept
-    : comm_(other.comm_), rank_(other.rank_), size_(other.size_), stats_(other.stats_) {
+    : comm_(other.comm_), name_(other.name_), rank_(other.rank_), size_(other.size_), stats_(other.stats_) {
   other.comm_ = MPI_COMM_NULL;
 }
 
@@ -156,10 +167,12 @@ void ProcessGroup::record(Collective c, int64_t bytes, double seconds) {
 template <class T>
 void ProcessGroup::all_reduce(std::span<T> data, AllReduceOptions options) {
   const double t0 = now();
-  if (size_ > 1 && !data.empty())
+  if (size_ > 1 && !data.empty()) {
+    detail::InCollective in_flight("all_reduce", *this);
     MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data.data(), mpi_count(data.size(), "all_reduce"), mpi_type<T>(),
                             mpi_op(options.op), comm_),
               "all_reduce");
+  }
   record(Collective::AllReduce, int64_t(data.size_bytes()), now() - t0);
 }
 
@@ -185,6 +198,7 @@ void ProcessGroup::all_gather(std::span<T> out, std::span<const T> in) {
            "all_gather: output has {} elements but {} ranks x {} input elements were expected", out.size(), size_,
            in.size());
   const double t0 = now();
+  detail::InCollective in_flight("all_gather", *this);
   MPI_CHECK(MPI_Allgather(in.data(), mpi_count(in.size(), "all_gather"), mpi_type<T>(), out.data(),
                           mpi_count(in.size(), "all_gather"), mpi_type<T>(), comm_),
             "all_gather");
@@ -196,6 +210,7 @@ void ProcessGroup::reduce_scatter(std::span<float> out, std::span<const float> i
            "reduce_scatter: input has {} elements but {} ranks x {} output elements were expected", in.size(),
            size_, out.size());
   const double t0 = now();
+  detail::InCollective in_flight("reduce_scatter", *this);
   MPI_CHECK(MPI_Reduce_scatter_block(in.data(), out.data(), mpi_count(out.size(), "reduce_scatter"), MPI_FLOAT,
                                      MPI_SUM, comm_),
             "reduce_scatter");
@@ -205,9 +220,11 @@ void ProcessGroup::reduce_scatter(std::span<float> out, std::span<const float> i
 template <class T>
 void ProcessGroup::broadcast(std::span<T> data, int root) {
   const double t0 = now();
-  if (size_ > 1 && !data.empty())
+  if (size_ > 1 && !data.empty()) {
+    detail::InCollective in_flight("broadcast", *this);
     MPI_CHECK(MPI_Bcast(data.data(), mpi_count(data.size(), "broadcast"), mpi_type<T>(), root, comm_),
               "broadcast");
+  }
   record(Collective::Broadcast, int64_t(data.size_bytes()), now() - t0);
 }
 
@@ -220,6 +237,7 @@ void ProcessGroup::broadcast_string(std::string& s, int root) {
 
 void ProcessGroup::barrier() {
   const double t0 = now();
+  detail::InCollective in_flight("barrier", *this);
   MPI_CHECK(MPI_Barrier(comm_), "barrier");
   record(Collective::Barrier, 0, now() - t0);
 }
@@ -228,6 +246,7 @@ std::string ProcessGroup::first_error(const std::string& local_error) {
   if (size_ == 1) return local_error;
   // Not counted in stats: agreement is bookkeeping, not model communication.
   int32_t first = local_error.empty() ? size_ : rank_;
+  detail::InCollective in_flight("error agreement", *this);
   MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT32_T, MPI_MIN, comm_), "all_reduce (error agreement)");
   if (first == size_) return {};
   std::string message = local_error;

@@ -73,26 +73,28 @@ class Work {
 
 class ProcessGroup {
  public:
-  // Duplicates `comm` (so our traffic never mixes with the caller's) and owns the duplicate.
-  explicit ProcessGroup(MPI_Comm comm);
+  // Duplicates `comm` (so our traffic never mixes with the caller's) and owns the duplicate. `name`
+  // (a string literal: it must outlive the group) says which group this is in error messages.
+  explicit ProcessGroup(MPI_Comm comm, const char* name = "process");
   ~ProcessGroup();
   ProcessGroup(ProcessGroup&&) noexcept;
   ProcessGroup& operator=(ProcessGroup&&) = delete;
   ProcessGroup(const ProcessGroup&) = delete;
   ProcessGroup& operator=(const ProcessGroup&) = delete;
 
-  static ProcessGroup world() { return ProcessGroup(MPI_COMM_WORLD); }
+  static ProcessGroup world() { return ProcessGroup(MPI_COMM_WORLD, "world"); }
   // A group of this process alone: the serial reference in tests, and TP=1.
-  static ProcessGroup self() { return ProcessGroup(MPI_COMM_SELF); }
+  static ProcessGroup self() { return ProcessGroup(MPI_COMM_SELF, "self"); }
 
   int rank() const { return rank_; }
   int size() const { return size_; }
   MPI_Comm comm() const { return comm_; }
+  const char* name() const { return name_; }
 
   // Collective over this group: the ranks passing the same `color` form one new group, ordered by
   // `key` (ties by rank here). Every sub-group (tensor/data-parallel, the ranks sharing a KV head)
   // is made here, so no layer above comm/ touches MPI communicators.
-  ProcessGroup split(int color, int key) const;
+  ProcessGroup split(int color, int key, const char* name) const;
 
   // In place: data = op over ranks of data. Supported T: float, double, int32_t, int64_t.
   template <class T>
@@ -129,6 +131,7 @@ class ProcessGroup {
   std::string first_error(const std::string& local_error);
   void record(Collective c, int64_t bytes, double seconds);
   MPI_Comm comm_ = MPI_COMM_NULL;
+  const char* name_ = "process";
   int rank_ = 0, size_ = 1;
   CommStats stats_;
   AsyncMode async_mode_ = AsyncMode::Deferred;

@@ -1,8 +1,11 @@
 // A switchable per-phase wall-clock profile: TP_PROFILE_SCOPE("attention.forward") adds the
 // scope's duration to a per-process table when profiling is on (bench --profile) and costs one
-// branch when it is off. Phases nest; each reports its own inclusive time.
+// branch when it is off. Phases nest; each reports its own inclusive time. Thread-safe: a scope
+// inside an OpenMP region is recorded by every thread that runs it, so its seconds add up over the
+// threads (thread-seconds, which can exceed the wall time of the region) and its calls count them all.
 #pragma once
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <string>
 
@@ -16,7 +19,8 @@ struct ProfileEntry {
 bool profiling_enabled();
 void set_profiling(bool on);
 void reset_profile();
-const std::map<std::string, ProfileEntry>& profile();
+// A snapshot of the table (other threads may be adding to it).
+std::map<std::string, ProfileEntry> profile();
 void add_to_profile(const char* phase, double seconds);
 
 class ProfileScope {

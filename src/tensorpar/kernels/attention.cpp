@@ -7,6 +7,7 @@
 #include <omp.h>
 
 #include "tensorpar/core/error.hpp"
+#include "tensorpar/core/parallel_errors.hpp"
 #include "tensorpar/kernels/gemm.hpp"
 #include "tensorpar/kernels/scratch.hpp"
 #include "tensorpar/kernels/vec_math.hpp"
@@ -34,13 +35,18 @@ class SingleThreadedGemms {
 };
 
 // f(i, j) for every i < n0, j < n1: in parallel over the pairs when `parallel` (enough tasks and work),
-// otherwise serially with single-threaded GEMMs. Each call must touch only its own outputs.
+// otherwise serially with single-threaded GEMMs. Each call must touch only its own outputs. f can throw
+// (a GEMM failure, a scratch allocation): the first exception is rethrown here after the region, the
+// tasks not yet started are skipped.
 template <class F>
 void for_each_task(int64_t n0, int64_t n1, bool parallel, const F& f) {
   if (parallel && n0 * n1 > 1 && omp_get_max_threads() > 1) {
+    ParallelErrors errors;
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int64_t i = 0; i < n0; ++i)
-      for (int64_t j = 0; j < n1; ++j) f(i, j);
+      for (int64_t j = 0; j < n1; ++j)
+        if (!errors.failed()) errors.run([&] { f(i, j); });
+    errors.rethrow();
   } else {
     SingleThreadedGemms guard;
     for (int64_t i = 0; i < n0; ++i)

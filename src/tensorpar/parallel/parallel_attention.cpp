@@ -75,7 +75,7 @@ ParallelAttention::ParallelAttention(ProcessGroup& tp, const AttentionOptions& o
   kv_heads_pp_ = std::max<int64_t>(1, options_.n_kv_heads / tp.size());
   if (options_.n_kv_heads < tp.size()) {  // collective over tp: the ranks sharing a KV head form a group
     const int sharing = tp.size() / int(options_.n_kv_heads);
-    kv_group_ = std::make_unique<ProcessGroup>(tp.split(tp.rank() / sharing, tp.rank()));
+    kv_group_ = std::make_unique<ProcessGroup>(tp.split(tp.rank() / sharing, tp.rank(), "kv-head"));
     kv_grad_before_ = Tensor({2 * options_.head_dim * (options_.hidden + (options_.bias ? 1 : 0))});
   }
   head_dim_ = options_.head_dim;

@@ -99,7 +99,15 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
   const bool terminal = ::isatty(2) != 0;
   const int64_t log_every = std::max<int64_t>(1, o.steps / 20);
   std::unique_ptr<io::MetricsWriter> metrics;
-  if (writer && !o.metrics.empty()) metrics = std::make_unique<io::MetricsWriter>(o.metrics);
+  {  // only rank 0 opens it; agreed on, so an unwritable path stops every rank before the first step
+    std::string error;
+    try {
+      if (writer && !o.metrics.empty()) metrics = std::make_unique<io::MetricsWriter>(o.metrics);
+    } catch (const Error& e) {
+      error = e.what();
+    }
+    world.agree<IoError>(error);
+  }
 
   std::vector<int32_t> x(size_t(o.batch * o.seq)), y(x.size());
   TrainResult result;
