@@ -20,6 +20,14 @@ DataLoader::DataLoader(std::span<const int32_t> tokens, int64_t B, int64_t T, in
 
 void DataLoader::reset() { position_ = B_ * T_ * dp_rank_; }
 
+void DataLoader::seek(int64_t position) {
+  TP_CHECK(position >= 0 && position + B_ * T_ + 1 <= int64_t(tokens_.size()), ConfigError,
+           "the data position {} of the checkpoint is outside the {} training tokens of the data; resume with the "
+           "data the checkpoint was trained on",
+           position, tokens_.size());
+  position_ = position;
+}
+
 void DataLoader::next(int32_t* inputs, int32_t* targets) {
   const int64_t n = B_ * T_;
   std::copy_n(tokens_.data() + position_, n, inputs);

@@ -17,7 +17,10 @@ class DataLoader {
   // inputs, targets (B, T)
   void next(int32_t* inputs, int32_t* targets);
   void reset();
+  // Where the next batch starts (a token index): saved in checkpoints, restored by seek().
   int64_t position() const { return position_; }
+  // ConfigError if a batch cannot be read at `position` (the data changed since the checkpoint).
+  void seek(int64_t position);
 
  private:
   std::span<const int32_t> tokens_;
