@@ -126,10 +126,14 @@ void add_train_command(CLI::App& app, Runner& run) {
       if (!r.resumed_from.empty()) j["resumed_from"] = r.resumed_from;
       if (r.skipped_steps > 0) j["skipped_steps"] = r.skipped_steps;
       if (r.stop_signal != 0) j["stopped_by_signal"] = r.stop_signal;
+      const std::string saved = r.stop_signal != 0 ? (r.last_checkpoint.empty() ? "" : ", checkpoint " + r.last_checkpoint)
+                                : options.out.empty()  ? ""
+                                                       : ", saved to " + options.out;
       print_rank0(world, *json ? j.dump() + "\n"
-                               : fmt::format("final loss {:.4f}{}, {:.0f} tokens/s{}\n", r.loss,
+                               : fmt::format("{} loss {:.4f}{}, {:.0f} tokens/s{}\n", r.stop_signal ? "stopped," : "final",
+                                             r.loss,
                                              r.val_loss >= 0 ? fmt::format(" (validation {:.4f})", r.val_loss) : "",
-                                             r.tokens_per_s, options.out.empty() ? "" : ", saved to " + options.out));
+                                             r.tokens_per_s, saved));
       // stopped by a signal after a clean checkpoint: the shell convention 128 + signal (143 TERM, 130 INT)
       return r.stop_signal != 0 ? 128 + r.stop_signal : 0;
     };

@@ -220,7 +220,8 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
   const bool terminal = ::isatty(2) != 0;
   const int64_t log_every = std::max<int64_t>(1, o.steps / 20);
   std::unique_ptr<io::MetricsWriter> metrics;
-  if (writer && !o.metrics.empty()) metrics = std::make_unique<io::MetricsWriter>(o.metrics);
+  // a resumed run appends (records of steps redone after the checkpoint appear twice; the last counts)
+  if (writer && !o.metrics.empty()) metrics = std::make_unique<io::MetricsWriter>(o.metrics, !resume_dir.empty());
 
   std::vector<int32_t> x(size_t(o.batch * o.seq)), y(x.size());
   TrainResult result;
