@@ -133,6 +133,35 @@ TEST(Checkpoint, ResumeAtTpOneContinuesTheSameLosses) {
     EXPECT_NEAR(r.history[s].loss, serial.history[s + 4].loss, 1e-5 * serial.history[s + 4].loss) << "step " << s + 5;
 }
 
+TEST(Checkpoint, ResumeAtAnotherDpDegreeWithTheSameGlobalBatchContinuesTheSameLosses) {
+  ProcessGroup world = ProcessGroup::world(), self = ProcessGroup::self();
+  if (world.size() == 1) return;  // no other DP degree
+  testing::SharedTempDir dir(world);
+  const TrainOptions serial_options = options(write_corpus(world, dir));  // batch 4 on one rank
+  const TrainResult serial = train(self, serial_options);
+  TrainOptions data_parallel = serial_options;  // DP = world, the same 4 rows per step in total
+  data_parallel.tp = 1;
+  data_parallel.batch = 4 / world.size();
+  for (const bool save_parallel : {true, false}) {
+    TrainOptions first = save_parallel ? data_parallel : serial_options;
+    first.out = dir.path(save_parallel ? "dp" : "serial");
+    first.stop_signal = stop_after(4);
+    if (save_parallel) {
+      train(world, first);
+    } else {
+      if (world.rank() == 0) train(self, first);
+      world.barrier();
+    }
+    TrainOptions second = save_parallel ? serial_options : data_parallel;
+    second.resume = first.out + "/" + checkpoint_dir_name(4);
+    const TrainResult r = save_parallel ? train(self, second) : train(world, second);
+    ASSERT_EQ(r.history.size(), 4u);
+    for (size_t s = 0; s < 4; ++s)
+      EXPECT_NEAR(r.history[s].loss, serial.history[s + 4].loss, 1e-5 * serial.history[s + 4].loss)
+          << "step " << s + 5 << (save_parallel ? ", saved at DP" : ", saved serially");
+  }
+}
+
 // moment value of (parameter, global element) that survives any resharding
 float moment_value(const Parameter& p, int64_t global, float which) {
   return which + float(p.name.size() % 7) + 1e-4f * float(global % 10007);
@@ -307,8 +336,8 @@ TEST(Checkpoint, FinalSaveReplacesAShardedCheckpointAndLeavesNoTemporaries) {
     std::ofstream(out + "/model.safetensors.index.json")
         << R"({"weight_map": {"wte.weight": "model-00001-of-00001.safetensors"}})";
     std::ofstream(out + "/model-00001-of-00001.safetensors") << "old";
-    std::ofstream(out + "/model.safetensors.tmp.12345") << "partial";
-    fs::create_directories(out + "/.tmp.save.12345");
+    std::ofstream(out + "/model.safetensors.tmp.999999999") << "partial";
+    fs::create_directories(out + "/.tmp.save.999999999");
   }
   world.barrier();
   TrainOptions o = options(write_corpus(world, dir));

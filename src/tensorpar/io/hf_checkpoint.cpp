@@ -1,6 +1,7 @@
 #include "tensorpar/io/hf_checkpoint.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -173,9 +174,9 @@ void load_hf_checkpoint(ProcessGroup& tp, TransformerLM& model, const std::strin
   std::string error;
   try {
     const CheckpointFiles files = CheckpointFiles::open_dir(dir);
-    check_config_matches(files, dir);
     const FileFor file_for = [&](const std::string& key) -> const SafetensorsFile& { return files.file_for(key); };
     for (Parameter* p : model.parameters()) load_parameter(file_for, model.config(), *p, p->value.f32(), "");
+    check_config_matches(files, dir);  // after the shape checks, which name the tensor that disagrees
   } catch (const Error& e) {
     error = e.what();
   }
@@ -364,14 +365,27 @@ std::vector<fs::path> sharded_leftovers(const fs::path& dir) {
 
 }  // namespace
 
+namespace {
+
+// A "<name>.<pid>" leftover of a process on this host that no longer runs (another process may be
+// saving into the same directory right now: its files are left alone).
+bool leftover_of_dead_process(const std::string& name, const std::string& prefix) {
+  if (name.rfind(prefix, 0) != 0) return false;
+  const std::string pid = name.substr(prefix.size());
+  if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) return false;
+  return ::kill(pid_t(std::stol(pid)), 0) != 0 && errno == ESRCH;
+}
+
+}  // namespace
+
 void remove_stale_save_files(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    const bool old_tmp_file = name.rfind("model.safetensors.tmp.", 0) == 0 || name.rfind("config.json.tmp.", 0) == 0;
-    const bool tmp_save_dir = name.rfind(".tmp.save.", 0) == 0;
-    if (old_tmp_file || tmp_save_dir) fs::remove_all(entry.path(), ec);
+    if (leftover_of_dead_process(name, "model.safetensors.tmp.") || leftover_of_dead_process(name, "config.json.tmp.") ||
+        leftover_of_dead_process(name, ".tmp.save."))
+      fs::remove_all(entry.path(), ec);
   }
 }
 

@@ -92,8 +92,10 @@ std::string save_checkpoint(ProcessGroup& world, ProcessGroup& tp, ProcessGroup&
       error = e.what();
     }
   }
-  world.agree<IoError>(error);
+  bool started = false;  // every rank knows whether the temporary directory exists
   try {
+    world.agree<IoError>(error);
+    started = true;
     if (dp.rank() == 0) {  // one replica of the model writes; its TP ranks each write their slices
       io::write_hf_files(tp, model, tmp.string());
       io::save_parameter_tensors(tp, model.config(), model.parameters(), moments(optimizer),
@@ -102,7 +104,7 @@ std::string save_checkpoint(ProcessGroup& world, ProcessGroup& tp, ProcessGroup&
   } catch (const Error& e) {
     error = e.what();
   }
-  if (world.rank() == 0 && error.empty()) {
+  if (world.rank() == 0 && started && error.empty()) {
     try {
       nlohmann::json j = state_json(state);
       for (const std::string& file : kFiles) {
@@ -139,7 +141,10 @@ std::string save_checkpoint(ProcessGroup& world, ProcessGroup& tp, ProcessGroup&
                      e.what());
       }
     }
-    io::fsync_dir(out);
+    try {
+      io::fsync_dir(out);
+    } catch (const std::exception&) {  // only the removals could be lost; the new checkpoint is durable
+    }
   }
   return final_dir.string();
 }
