@@ -2,6 +2,9 @@
 #include <nlohmann/json.hpp>
 #include <sys/resource.h>
 
+#include <csignal>
+#include <cstdlib>
+
 #include "tensorpar/cli/command.hpp"
 #include "tensorpar/io/hf_checkpoint.hpp"
 #include "tensorpar/train/trainer.hpp"
@@ -30,6 +33,21 @@ void check_flags_match_checkpoint(const CLI::App& cmd, const TrainOptions& o, co
              values.first, values.second, where);
 }
 
+// SIGTERM (what Slurm and mpirun send before preemption) and SIGINT only set this flag; the trainer
+// polls it after each step. SA_RESETHAND: a second signal kills at once, as a user pressing ^C twice expects.
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESETHAND;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+}
+
 }  // namespace
 
 void add_train_command(CLI::App& app, Runner& run) {
@@ -47,7 +65,22 @@ void add_train_command(CLI::App& app, Runner& run) {
   o->schedule.warmup_steps = 10;
   cmd->add_option("--data", o->data, "llm.c token file (.bin) or plain text file")->required();
   cmd->add_option("--init", o->init, "start from this Hugging Face model directory (config.json + model.safetensors)");
-  cmd->add_option("--out", o->out, "save model.safetensors + config.json here at the end");
+  cmd->add_option("--out", o->out,
+                  "save model.safetensors + config.json here at the end, and checkpoints (step_*) with --save-every");
+  cmd->add_option("--save-every", o->save_every,
+                  "write a checkpoint OUT/step_XXXXXXXX every N steps and at the end (0: none)")
+      ->capture_default_str();
+  cmd->add_option("--keep", o->keep, "keep only the newest K checkpoints (0: all)")->capture_default_str();
+  cmd->add_option("--resume", o->resume,
+                  "continue from a checkpoint directory (OUT/step_XXXXXXXX), or 'auto': the newest under --out "
+                  "(a fresh start if there is none)");
+  auto on_nan = std::make_shared<std::string>("abort");
+  cmd->add_option("--on-nan", *on_nan,
+                  "a step whose loss or gradient norm is not finite: abort (with the step number), or skip its update")
+      ->check(CLI::IsMember({"abort", "skip"}))
+      ->capture_default_str();
+  cmd->add_option("--max-nan-skips", o->max_nan_skips, "with --on-nan skip: abort after this many such steps in a row")
+      ->capture_default_str();
   cmd->add_option("--metrics", o->metrics, "write one JSON object per step to this file");
   cmd->add_option("--family", *family, "model family of a fresh model: gpt2 or llama")->check(CLI::IsMember({"gpt2", "llama"}));
   cmd->add_option("--layers", o->model.layers, "transformer blocks")->capture_default_str();
@@ -87,6 +120,9 @@ void add_train_command(CLI::App& app, Runner& run) {
       ->capture_default_str();
   cmd->add_flag("--json", *json, "print one JSON object with the results as the last line of stdout");
   cmd->callback([=, &run] {
+    std::vector<std::string> given;
+    for (const char* flag : {"layers", "hidden", "heads", "kv-heads", "ffn", "vocab", "family"})
+      if (cmd->count(std::string("--") + flag) > 0) given.push_back(flag);
     run = [=](ProcessGroup& world) {
       TrainOptions options = *o;
       if (!options.init.empty()) {  // rank-local file read: agree before anything collective
@@ -98,6 +134,12 @@ void add_train_command(CLI::App& app, Runner& run) {
         }
         world.agree<ConfigError>(error);
       }
+      options.given_model_flags = given;
+      options.on_nan = *on_nan == "skip" ? TrainOptions::OnNan::Skip : TrainOptions::OnNan::Abort;
+      install_stop_handlers();
+      options.stop_signal = [] { return int(g_stop_signal); };
+      // test hook (tests/cli): a NaN gradient at this step, to exercise --on-nan
+      if (const char* at = std::getenv("TENSORPAR_TEST_NAN_AT_STEP")) options.inject_nan_at_step = std::atoll(at);
       options.schedule.kind = LrSchedule::parse_kind(*lr_schedule);
       options.compute.precision = parse_precision(*precision);
       options.compute.recompute = parse_recompute(*recompute);
@@ -116,11 +158,20 @@ void add_train_command(CLI::App& app, Runner& run) {
                        {"steps", r.steps}, {"parameters", r.parameters}, {"peak_rss_mb", peak_rss_mb}};
       if (r.val_loss >= 0) j["val_loss"] = r.val_loss;
       if (!options.out.empty()) j["out"] = options.out;
+      if (!r.last_checkpoint.empty()) j["checkpoint"] = r.last_checkpoint;
+      if (!r.resumed_from.empty()) j["resumed_from"] = r.resumed_from;
+      if (r.skipped_steps > 0) j["skipped_steps"] = r.skipped_steps;
+      if (r.stop_signal != 0) j["stopped_by_signal"] = r.stop_signal;
+      const std::string saved = r.stop_signal != 0 ? (r.last_checkpoint.empty() ? "" : ", checkpoint " + r.last_checkpoint)
+                                : options.out.empty()  ? ""
+                                                       : ", saved to " + options.out;
       print_rank0(world, *json ? j.dump() + "\n"
-                               : fmt::format("final loss {:.4f}{}, {:.0f} tokens/s{}\n", r.loss,
+                               : fmt::format("{} loss {:.4f}{}, {:.0f} tokens/s{}\n", r.stop_signal ? "stopped," : "final",
+                                             r.loss,
                                              r.val_loss >= 0 ? fmt::format(" (validation {:.4f})", r.val_loss) : "",
-                                             r.tokens_per_s, options.out.empty() ? "" : ", saved to " + options.out));
-      return 0;
+                                             r.tokens_per_s, saved));
+      // stopped by a signal after a clean checkpoint: the shell convention 128 + signal (143 TERM, 130 INT)
+      return r.stop_signal != 0 ? 128 + r.stop_signal : 0;
     };
   });
 }

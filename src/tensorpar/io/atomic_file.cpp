@@ -76,6 +76,15 @@ void AtomicFile::commit() {
   }
 }
 
+void fsync_dir(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  TP_CHECK(fd >= 0, IoError, "{}: cannot open the directory ({})", path, std::strerror(errno));
+  const bool ok = ::fsync(fd) == 0;
+  const int e = errno;
+  ::close(fd);
+  TP_CHECK(ok, IoError, "{}: cannot flush the directory ({})", path, std::strerror(e));
+}
+
 void write_file_atomically(const std::string& path, std::string_view contents) {
   AtomicFile file(path);
   file.write(contents);

@@ -30,6 +30,9 @@ class AtomicFile {
   int fd_ = -1;
 };
 
+// fsync a directory, so the names created, renamed or removed in it survive a power cut; IoError on failure.
+void fsync_dir(const std::string& path);
+
 // Write a whole file at once through an AtomicFile.
 void write_file_atomically(const std::string& path, std::string_view contents);
 

@@ -1,20 +1,30 @@
 #include "tensorpar/io/hf_checkpoint.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <set>
 
 #include "tensorpar/io/atomic_file.hpp"
+#include "tensorpar/io/crc32c.hpp"
 #include "tensorpar/io/sharded_safetensors.hpp"
 #include "tensorpar/io/strict_json.hpp"
 
 namespace tensorpar::io {
 
+namespace fs = std::filesystem;
+
 namespace {
+
+// model.safetensors metadata: the CRC32C of the config.json written with it.
+constexpr const char* kConfigCrcKey = "tensorpar_config_crc32c";
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -67,9 +77,12 @@ ModelConfig read_model_config(const std::string& dir) {
 
 namespace {
 
+// Which file holds a tensor: a sharded Hugging Face set, or one safetensors file.
+using FileFor = std::function<const SafetensorsFile&(const std::string&)>;
+
 // Checks that the file tensor exists with the expected shape; IoError naming file and key.
-void check_piece(const CheckpointFiles& files, const HfPiece& piece) {
-  const SafetensorsFile& file = files.file_for(piece.key);
+void check_piece(const FileFor& files, const HfPiece& piece) {
+  const SafetensorsFile& file = files(piece.key);
   const StTensorInfo& info = file.info(piece.key);
   TP_CHECK(info.shape == piece.file_shape, IoError, "{}: tensor '{}' has shape {} but the model config needs {}",
            file.path(), piece.key, shape_string(info.shape), shape_string(piece.file_shape));
@@ -78,16 +91,24 @@ void check_piece(const CheckpointFiles& files, const HfPiece& piece) {
            st_dtype_name(info.dtype));
 }
 
-void load_parameter(const CheckpointFiles& files, const ModelConfig& config, Parameter& p) {
-  const auto pieces = hf_pieces(config, p);
+// Hugging Face pieces of a parameter, keyed `key + suffix` (suffix "" for the weights themselves).
+std::vector<HfPiece> suffixed_pieces(const ModelConfig& config, const Parameter& p, const std::string& suffix) {
+  auto pieces = hf_pieces(config, p);
+  for (HfPiece& piece : pieces) piece.key += suffix;
+  return pieces;
+}
+
+// Fills dst (p's local shape) with p's slices of the tensors `key + suffix`.
+void load_parameter(const FileFor& files, const ModelConfig& config, const Parameter& p, float* dst,
+                    const std::string& suffix) {
+  const auto pieces = suffixed_pieces(config, p, suffix);
   for (const HfPiece& piece : pieces) check_piece(files, piece);
-  float* dst = p.value.f32();
-  p.value.zero();  // vocabulary padding stays zero
+  std::fill_n(dst, p.value.numel(), 0.0f);  // vocabulary padding stays zero
   const bool one_d = p.global_shape.size() == 1;
   const int64_t cols = one_d ? 1 : p.value.dim(1);
   if (p.replicated()) {
     const HfPiece& piece = pieces.at(0);
-    const SafetensorsFile& f = files.file_for(piece.key);
+    const SafetensorsFile& f = files(piece.key);
     if (one_d)
       f.read_block(piece.key, 0, 1, 0, p.value.numel(), dst, p.value.numel());
     else
@@ -100,7 +121,7 @@ void load_parameter(const CheckpointFiles& files, const ModelConfig& config, Par
         const int64_t a = std::max(block.global_start, piece.row_start);
         const int64_t b = std::min(block.global_start + block.length, piece.row_start + piece.rows);
         if (a >= b) continue;
-        const SafetensorsFile& f = files.file_for(piece.key);
+        const SafetensorsFile& f = files(piece.key);
         const int64_t local_row = block.local_start + a - block.global_start, file_row = a - piece.row_start;
         if (one_d)
           f.read_block(piece.key, 0, 1, file_row, b - a, dst + local_row, b - a);
@@ -113,7 +134,7 @@ void load_parameter(const CheckpointFiles& files, const ModelConfig& config, Par
   }
   // shard_dim 1: a row-parallel weight [out, in] split along in
   const HfPiece& piece = pieces.at(0);
-  const SafetensorsFile& f = files.file_for(piece.key);
+  const SafetensorsFile& f = files(piece.key);
   const int64_t out = p.value.dim(0), in_pp = p.value.dim(1);
   for (const ShardBlock& block : p.blocks) {
     if (piece.transposed)  // file [in, out]: dst(j, i) = F(global_start + i, j)
@@ -125,11 +146,32 @@ void load_parameter(const CheckpointFiles& files, const ModelConfig& config, Par
 
 }  // namespace
 
+namespace {
+
+// A model.safetensors that records its config.json's checksum must sit beside that config.json.
+void check_config_matches(const CheckpointFiles& files, const std::string& dir) {
+  const auto names = files.names();
+  if (names.empty()) return;
+  const auto& meta = files.file_for(names.front()).metadata();
+  const auto it = meta.find(kConfigCrcKey);
+  if (it == meta.end()) return;  // written by another tool
+  const std::string config_path = (fs::path(dir) / "config.json").string();
+  const FileDigest d = digest_file(config_path);
+  TP_CHECK(fmt::format("{:08x}", d.crc32c) == it->second, IoError,
+           "{}: config.json and model.safetensors come from different saves (an interrupted save?); save the model "
+           "again or use a checkpoint directory (step_*) of the run",
+           dir);
+}
+
+}  // namespace
+
 void load_hf_checkpoint(ProcessGroup& tp, TransformerLM& model, const std::string& dir) {
   std::string error;
   try {
     const CheckpointFiles files = CheckpointFiles::open_dir(dir);
-    for (Parameter* p : model.parameters()) load_parameter(files, model.config(), *p);
+    const FileFor file_for = [&](const std::string& key) -> const SafetensorsFile& { return files.file_for(key); };
+    for (Parameter* p : model.parameters()) load_parameter(file_for, model.config(), *p, p->value.f32(), "");
+    check_config_matches(files, dir);  // after the shape checks, which name the tensor that disagrees
   } catch (const Error& e) {
     error = e.what();
   }
@@ -139,7 +181,8 @@ void load_hf_checkpoint(ProcessGroup& tp, TransformerLM& model, const std::strin
 namespace {
 
 // Writes this rank's part of one parameter into the file laid out by `plan`.
-void write_parameter(int fd, const SafetensorsPlan& plan, const ModelConfig& config, const Parameter& p, int tp_rank) {
+void write_parameter(int fd, const SafetensorsPlan& plan, const ModelConfig& config, const Parameter& p,
+                     const float* src, const std::string& suffix, int tp_rank) {
   auto pwrite_floats = [&](const float* data, int64_t count, uint64_t offset, const std::string& key) {
     const auto* bytes = reinterpret_cast<const char*>(data);
     size_t left = size_t(count) * sizeof(float);
@@ -151,8 +194,7 @@ void write_parameter(int fd, const SafetensorsPlan& plan, const ModelConfig& con
       offset += uint64_t(n);
     }
   };
-  const auto pieces = hf_pieces(config, p);
-  const float* src = p.value.f32();
+  const auto pieces = suffixed_pieces(config, p, suffix);
   const bool one_d = p.global_shape.size() == 1;
   const int64_t cols = one_d ? 1 : p.value.dim(1);
   std::vector<float> buffer;
@@ -204,20 +246,23 @@ void write_parameter(int fd, const SafetensorsPlan& plan, const ModelConfig& con
 
 }  // namespace
 
-void save_hf_checkpoint(ProcessGroup& tp, TransformerLM& model, const std::string& dir) {
-  const ModelConfig& config = model.config();
+void save_parameter_tensors(ProcessGroup& tp, const ModelConfig& config, const std::vector<Parameter*>& parameters,
+                            const std::vector<ParameterTensors>& sets, const std::string& path,
+                            const std::map<std::string, std::string>& metadata) {
   std::vector<StEntry> entries;
-  for (const Parameter* p : model.parameters())
-    for (const HfPiece& piece : hf_pieces(config, *p)) entries.push_back({piece.key, StDType::F32, piece.file_shape});
-  const SafetensorsPlan plan(std::move(entries), {{"format", "pt"}});
-  const std::string path = (std::filesystem::path(dir) / "model.safetensors").string();
+  for (const ParameterTensors& set : sets)
+    for (const Parameter* p : parameters)
+      for (const HfPiece& piece : suffixed_pieces(config, *p, set.suffix))
+        entries.push_back({piece.key, StDType::F32, piece.file_shape});
+  std::map<std::string, std::string> meta = metadata;
+  meta.emplace("format", "pt");
+  const SafetensorsPlan plan(std::move(entries), meta);
 
   // rank 0 lays the file out (header, full size) under a temporary name that the others then fill
   std::string error, tmp_path;
   std::unique_ptr<AtomicFile> file;
   if (tp.rank() == 0) {
     try {
-      std::filesystem::create_directories(dir);
       file = std::make_unique<AtomicFile>(path);
       file->write(plan.header());
       file->pwrite(std::as_bytes(std::span("", 1)), plan.file_size() - 1);  // extend to the full size
@@ -232,24 +277,151 @@ void save_hf_checkpoint(ProcessGroup& tp, TransformerLM& model, const std::strin
     const int fd = ::open(tmp_path.c_str(), O_WRONLY);
     TP_CHECK(fd >= 0, IoError, "cannot open {} for writing: {}", tmp_path, std::strerror(errno));
     try {
-      for (const Parameter* p : model.parameters()) write_parameter(fd, plan, config, *p, tp.rank());
+      for (const ParameterTensors& set : sets)
+        for (size_t i = 0; i < parameters.size(); ++i)
+          write_parameter(fd, plan, config, *parameters[i], set.data(i), set.suffix, tp.rank());
     } catch (...) {
       ::close(fd);
       throw;
     }
     TP_CHECK(::fsync(fd) == 0 && ::close(fd) == 0, IoError, "cannot flush {}: {}", tmp_path, std::strerror(errno));
   } catch (const std::exception& e) {
-    error = e.what();
+    error = fmt::format("cannot write {}: {}", path, e.what());
   }
   tp.agree<IoError>(error);
   if (tp.rank() == 0) {
     try {
       file->commit();
-      AtomicFile json((std::filesystem::path(dir) / "config.json").string());
-      json.write(config.to_hf_json().dump(2) + "\n");
-      json.commit();
     } catch (const std::exception& e) {
       error = e.what();
+    }
+  }
+  tp.agree<IoError>(error);
+}
+
+void load_parameter_tensors(ProcessGroup& tp, const ModelConfig& config, const std::vector<Parameter*>& parameters,
+                            const std::vector<ParameterTensors>& sets, const std::string& path) {
+  std::string error;
+  try {
+    const SafetensorsFile file = SafetensorsFile::open(path);
+    const FileFor file_for = [&](const std::string&) -> const SafetensorsFile& { return file; };
+    for (const ParameterTensors& set : sets)
+      for (size_t i = 0; i < parameters.size(); ++i)
+        load_parameter(file_for, config, *parameters[i], set.data(i), set.suffix);
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  tp.agree<IoError>(error);
+}
+
+std::string config_json_text(const ModelConfig& config) { return config.to_hf_json().dump(2) + "\n"; }
+
+void write_hf_files(ProcessGroup& tp, TransformerLM& model, const std::string& dir) {
+  const std::string config_text = config_json_text(model.config());
+  const std::string config_crc = fmt::format("{:08x}", crc32c(std::as_bytes(std::span(config_text))));
+  const std::vector<Parameter*> parameters = model.parameters();
+  save_parameter_tensors(tp, model.config(), parameters,
+                         {{"", [&](size_t i) { return parameters[i]->value.f32(); }}},
+                         (fs::path(dir) / "model.safetensors").string(), {{kConfigCrcKey, config_crc}});
+  std::string error;
+  if (tp.rank() == 0) {
+    try {
+      write_file_atomically((fs::path(dir) / "config.json").string(), config_text);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  tp.agree<IoError>(error);
+}
+
+namespace {
+
+// Files of an earlier sharded save that a loader would prefer over model.safetensors.
+std::vector<fs::path> sharded_leftovers(const fs::path& dir) {
+  std::vector<fs::path> out;
+  const fs::path index = dir / "model.safetensors.index.json";
+  std::error_code ec;
+  if (!fs::exists(index, ec)) return out;
+  try {
+    std::ifstream in(index);
+    const nlohmann::json j = nlohmann::json::parse(in);
+    std::set<std::string> shards;
+    for (const auto& [name, shard] : j.at("weight_map").items())
+      if (shard.is_string()) shards.insert(shard.get<std::string>());
+    for (const std::string& shard : shards) {
+      const fs::path rel(shard);
+      if (!shard.empty() && rel.filename() == rel && shard != "model.safetensors") out.push_back(dir / rel);
+    }
+  } catch (const std::exception&) {  // a malformed index: removing the index alone is enough
+  }
+  out.insert(out.begin(), index);  // the index goes first: without it no loader looks at the shards
+  return out;
+}
+
+}  // namespace
+
+namespace {
+
+// A "<name>.<pid>" leftover of a process on this host that no longer runs (another process may be
+// saving into the same directory right now: its files are left alone).
+bool leftover_of_dead_process(const std::string& name, const std::string& prefix) {
+  if (name.rfind(prefix, 0) != 0) return false;
+  const std::string pid = name.substr(prefix.size());
+  if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) return false;
+  return ::kill(pid_t(std::stol(pid)), 0) != 0 && errno == ESRCH;
+}
+
+}  // namespace
+
+void remove_stale_save_files(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (leftover_of_dead_process(name, "model.safetensors.tmp.") || leftover_of_dead_process(name, "config.json.tmp.") ||
+        leftover_of_dead_process(name, ".tmp.save."))
+      fs::remove_all(entry.path(), ec);
+  }
+}
+
+void save_hf_checkpoint(ProcessGroup& tp, TransformerLM& model, const std::string& dir) {
+  // Everything is written into a private directory inside `dir` first, so a killed save leaves the
+  // old files untouched (and the next save removes the leftovers). Then, in an order where no loader
+  // sees a silently wrong model: the stale sharded index (which loaders prefer), its shards,
+  // config.json, model.safetensors. model.safetensors records the CRC32C of its config.json, so the
+  // one window left (new config.json beside the old weights) is reported by load_hf_checkpoint.
+  std::string error, tmp;
+  if (tp.rank() == 0) {
+    try {
+      fs::create_directories(dir);
+      remove_stale_save_files(dir);
+      tmp = (fs::path(dir) / fmt::format(".tmp.save.{}", ::getpid())).string();
+      fs::create_directories(tmp);
+    } catch (const std::exception& e) {
+      error = fmt::format("cannot write the model to {}: {}; check that --out names a writable directory", dir,
+                          e.what());
+    }
+  }
+  tp.agree<IoError>(error);
+  tp.broadcast_string(tmp, 0);
+  try {
+    write_hf_files(tp, model, tmp);
+  } catch (const Error&) {
+    if (tp.rank() == 0) {
+      std::error_code ec;
+      fs::remove_all(tmp, ec);
+    }
+    throw;
+  }
+  if (tp.rank() == 0) {
+    try {
+      fsync_dir(tmp);
+      for (const fs::path& stale : sharded_leftovers(dir)) fs::remove(stale);
+      for (const char* name : {"config.json", "model.safetensors"}) fs::rename(fs::path(tmp) / name, fs::path(dir) / name);
+      fs::remove(tmp);
+      fsync_dir(dir);
+    } catch (const std::exception& e) {
+      error = fmt::format("cannot write the model to {}: {}", dir, e.what());
     }
   }
   tp.agree<IoError>(error);

@@ -4,6 +4,8 @@
 // lets every rank pwrite its slices into one file laid out by rank 0, so no rank ever gathers the
 // whole model.
 #pragma once
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -31,7 +33,35 @@ ModelConfig read_model_config(const std::string& dir);
 // index). Every rank throws the same IoError naming the file and key if anything is wrong.
 void load_hf_checkpoint(ProcessGroup& tp, TransformerLM& model, const std::string& dir);
 
-// Collective over tp: writes dir/model.safetensors and dir/config.json (F32) atomically.
+// Collective over tp: writes dir/model.safetensors and dir/config.json (F32). Both are written
+// into dir/.tmp.save.<pid>/ first (a killed save leaves the old files as they were; the next save
+// removes such leftovers), then a stale sharded index and its shards are removed (loaders would
+// prefer them) and config.json and model.safetensors are renamed into place, in that order.
+// model.safetensors records the CRC32C of its config.json, so the only window left between the
+// two renames (new config.json, old weights) fails to load with a clear error instead of loading
+// silently wrong. Training checkpoints (train/checkpoint.hpp) are whole directories renamed at once.
 void save_hf_checkpoint(ProcessGroup& tp, TransformerLM& model, const std::string& dir);
+
+// Collective over tp: model.safetensors + config.json written into an existing directory that no
+// loader looks at yet (a checkpoint's temporary directory), each file fsynced.
+void write_hf_files(ProcessGroup& tp, TransformerLM& model, const std::string& dir);
+
+// Removes what killed saves left in a model directory: "*.tmp.<pid>" files and .tmp.save.* dirs.
+void remove_stale_save_files(const std::string& dir);
+
+// Per-parameter tensors in the parameters' local (sharded) layout, saved and loaded under the
+// Hugging Face key + suffix with the same slicing as the weights, so they reshard at any TP degree:
+// the weights (suffix "", data = value), or AdamW's moments (".exp_avg", ".exp_avg_sq").
+struct ParameterTensors {
+  std::string suffix;
+  std::function<float*(size_t)> data;  // local data of parameters[i]
+};
+// Collective over tp: one safetensors file at `path` (F32), written via "<path>.tmp.<pid>" + fsync + rename.
+void save_parameter_tensors(ProcessGroup& tp, const ModelConfig& config, const std::vector<Parameter*>& parameters,
+                            const std::vector<ParameterTensors>& sets, const std::string& path,
+                            const std::map<std::string, std::string>& metadata = {});
+// Collective over tp: fills each set's tensors from `path`; the same IoError on every rank if anything is wrong.
+void load_parameter_tensors(ProcessGroup& tp, const ModelConfig& config, const std::vector<Parameter*>& parameters,
+                            const std::vector<ParameterTensors>& sets, const std::string& path);
 
 }  // namespace tensorpar::io

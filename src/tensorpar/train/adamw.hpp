@@ -21,6 +21,10 @@ class AdamW {
   // One update of every parameter from its grad with learning rate lr.
   void step(float lr);
   int64_t steps_taken() const { return step_; }
+  // Restoring a checkpoint: the update count (bias correction) and the moments of parameter i.
+  void set_steps_taken(int64_t steps) { step_ = steps; }
+  Tensor& exp_avg(size_t i) { return m_.at(i); }
+  Tensor& exp_avg_sq(size_t i) { return v_.at(i); }
   const AdamWConfig& config() const { return config_; }
 
  private:

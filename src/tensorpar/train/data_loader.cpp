@@ -29,11 +29,13 @@ DataLoader::DataLoader(const io::TokenDataset& data, int64_t begin, int64_t end,
 void DataLoader::reset() { position_ = B_ * T_ * dp_rank_; }
 
 void DataLoader::seek(int64_t position) {
+  // A resume at another batch or data-parallel degree starts its step where the old one stopped, so
+  // the step start need not be a multiple of this layout's B*T; it must lie inside the data.
   const int64_t n = B_ * T_;
   const int64_t window = position - n * dp_rank_;
-  TP_CHECK(window >= 0 && window % n == 0 && window <= end_ - begin_ - (n * dp_size_ + 1), ConfigError,
-           "{}: cannot continue from token {} of data-parallel rank {}: it is not the start of a step of {} x {} "
-           "x {} ranks inside the {} tokens of the data; the data changed since the checkpoint",
+  TP_CHECK(window >= 0 && window <= end_ - begin_ - (n * dp_size_ + 1), ConfigError,
+           "{}: cannot continue from token {} of data-parallel rank {}: a step of {} x {} x {} ranks from there "
+           "does not fit in the {} tokens of the data; resume with the data the checkpoint was trained on",
            what_, position, dp_rank_, B_, T_, dp_size_, end_ - begin_);
   position_ = position;
 }

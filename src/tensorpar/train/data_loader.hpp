@@ -21,10 +21,11 @@ class DataLoader {
   // inputs, targets (B, T). IoError naming the file and position for a token outside the vocabulary.
   void next(int32_t* inputs, int32_t* targets);
   void reset();
-  // This rank's next row start, relative to begin: B*T*dp_rank + k*B*T*dp_size for the k-th step.
+  // This rank's next row start, relative to begin: the step's start + B*T*dp_rank. Saved in
+  // checkpoints, restored by seek().
   int64_t position() const { return position_; }
-  // Continue from a position() this rank had (resume). ConfigError unless it is of that form
-  // and the step's window fits in [begin, end).
+  // Continue from a position (resume, possibly at another batch or DP degree). ConfigError unless
+  // the step's window from there fits in [begin, end) (the data changed since the checkpoint).
   void seek(int64_t position);
 
  private:

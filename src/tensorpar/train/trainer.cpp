@@ -4,15 +4,19 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <limits>
 #include <memory>
 
 #include <unistd.h>
 
 #include "tensorpar/comm/mesh.hpp"
+#include "tensorpar/io/atomic_file.hpp"
 #include "tensorpar/io/hf_checkpoint.hpp"
 #include "tensorpar/io/metrics.hpp"
 #include "tensorpar/io/token_file.hpp"
 #include "tensorpar/model/transformer.hpp"
+#include "tensorpar/train/checkpoint.hpp"
 #include "tensorpar/train/data_loader.hpp"
 #include "tensorpar/train/grad_norm.hpp"
 #include "tensorpar/train/options_check.hpp"
@@ -53,20 +57,127 @@ float mean_validation_loss(TransformerLM& model, DataLoader& loader, int64_t bat
   return float(sum / double(batches * dp.size()));
 }
 
+// Rank 0 prepares --out before any work: creates it, proves it is writable, and removes what
+// killed runs left there (temporary checkpoints and saves). The same error on every rank.
+void prepare_out(ProcessGroup& world, const std::string& out) {
+  std::string error;
+  if (world.rank() == 0) {
+    try {
+      std::filesystem::create_directories(out);
+      remove_checkpoint_temporaries(out);
+      io::write_file_atomically((std::filesystem::path(out) / ".tmp.probe").string(), "");
+      std::filesystem::remove(std::filesystem::path(out) / ".tmp.probe");
+    } catch (const std::exception& e) {
+      error = fmt::format("--out {} is not a writable directory: {}", out, e.what());
+    }
+  }
+  world.agree<IoError>(error);
+}
+
+// The checkpoint decides the model; flags the user gave must agree with it (before anything is built).
+void check_resume_config(const ModelConfig& c, const TrainOptions& o, const std::string& dir) {
+  std::vector<std::string> conflicts;
+  const auto given = [&](const char* flag) {
+    return std::find(o.given_model_flags.begin(), o.given_model_flags.end(), flag) != o.given_model_flags.end();
+  };
+  const auto check = [&](const char* flag, int64_t flag_value, int64_t checkpoint_value) {
+    if (given(flag) && flag_value != checkpoint_value)
+      conflicts.push_back(fmt::format("--{} {} (checkpoint: {})", flag, flag_value, checkpoint_value));
+  };
+  check("layers", o.model.layers, c.layers);
+  check("hidden", o.model.hidden, c.hidden);
+  check("heads", o.model.heads, c.heads);
+  check("kv-heads", o.model.kv_heads, c.kv_heads);
+  check("ffn", o.model.ffn_hidden, c.ffn_hidden);
+  check("vocab", o.model.vocab_size, c.vocab_size);
+  if (given("family") && o.model.family != c.family)
+    conflicts.push_back(fmt::format("--family {} (checkpoint: {})", o.model.family == ModelFamily::Llama ? "llama" : "gpt2",
+                                    c.family == ModelFamily::Llama ? "llama" : "gpt2"));
+  if (!conflicts.empty()) {
+    std::string list;
+    for (const auto& s : conflicts) list += (list.empty() ? "" : ", ") + s;
+    throw ConfigError(fmt::format("cannot resume from {}: {} conflict with the checkpoint's model; drop these flags "
+                                  "(a resumed run takes its model from the checkpoint) or start a new run",
+                                  dir, list));
+  }
+}
+
 }  // namespace
+
+nlohmann::json train_options_json(const TrainOptions& o, int tp_size, int dp_size) {
+  return {{"data", o.data},
+          {"init", o.init},
+          {"tp", tp_size},
+          {"dp", dp_size},
+          {"batch", o.batch},
+          {"seq", o.seq},
+          {"steps", o.steps},
+          {"grad_accum", o.grad_accum},
+          {"lr", o.schedule.lr},
+          {"lr_schedule", o.schedule.kind == LrSchedule::Kind::Cosine ? "cosine" : "constant"},
+          {"warmup", o.schedule.warmup_steps},
+          {"min_lr_ratio", o.schedule.min_lr_ratio},
+          {"beta1", o.adamw.beta1},
+          {"beta2", o.adamw.beta2},
+          {"eps", o.adamw.eps},
+          {"weight_decay", o.adamw.weight_decay},
+          {"grad_clip", o.grad_clip},
+          {"seed", o.seed},
+          {"val_fraction", o.val_fraction},
+          {"precision", o.compute.precision == Precision::BF16 ? "bf16" : "f32"},
+          {"sequence_parallel", o.compute.sequence_parallel},
+          {"save_every", o.save_every},
+          {"keep", o.keep},
+          {"on_nan", o.on_nan == TrainOptions::OnNan::Skip ? "skip" : "abort"},
+          {"max_nan_skips", o.max_nan_skips}};
+}
 
 TrainResult train(ProcessGroup& world, const TrainOptions& o) {
   TP_CHECK(o.steps >= 1, ConfigError, "--steps must be at least 1 (got {})", o.steps);
   TP_CHECK(o.grad_accum >= 1, ConfigError, "--grad-accum must be at least 1 (got {})", o.grad_accum);
   check_train_options(o);
+  TP_CHECK(o.save_every >= 0 && o.keep >= 0 && o.max_nan_skips >= 0, ConfigError,
+           "--save-every ({}), --keep ({}) and --max-nan-skips ({}) must not be negative", o.save_every, o.keep,
+           o.max_nan_skips);
+  TP_CHECK(o.save_every == 0 || !o.out.empty(), ConfigError, "--save-every needs --out DIR to write checkpoints into");
+  TP_CHECK(o.resume != "auto" || !o.out.empty(), ConfigError,
+           "--resume auto looks for checkpoints under --out; give --out DIR");
+  TP_CHECK(o.resume.empty() || o.init.empty(), ConfigError,
+           "--resume and --init both give the starting weights; use one of them");
   const int tp_size = o.tp > 0 ? o.tp : world.size();
   Mesh mesh(world, tp_size);
   ProcessGroup& tp = mesh.tp();
   ProcessGroup& dp = mesh.dp();
+  const bool writer = world.rank() == 0;
+  if (!o.out.empty()) prepare_out(world, o.out);
+
+  // a checkpoint to resume from: its state is read (and every file's checksum verified) first
+  std::string resume_dir = o.resume;
+  if (resume_dir == "auto") {
+    resume_dir = writer ? latest_checkpoint(o.out) : "";
+    world.broadcast_string(resume_dir, 0);
+    if (writer && o.progress)
+      std::fprintf(stderr, "%s\n", resume_dir.empty() ? fmt::format("no checkpoint under {}; starting fresh", o.out).c_str()
+                                                      : fmt::format("resuming from {}", resume_dir).c_str());
+  }
+  CheckpointState resumed;
+  if (!resume_dir.empty()) {
+    std::string error;
+    try {
+      resumed = read_checkpoint_state(resume_dir, /*verify=*/writer);
+      check_resume_config(resumed.model, o, resume_dir);
+    } catch (const Error& e) {
+      error = e.what();
+    }
+    world.agree<ConfigError>(error);
+    TP_CHECK(resumed.step < o.steps, ConfigError,
+             "{} is at step {}, which is not below --steps {}; give a larger --steps to train further", resume_dir,
+             resumed.step, o.steps);
+  }
 
   const io::TokenDataset data = load_data(world, o.data);
-  ModelConfig config = o.init.empty() ? o.model : io::read_model_config(o.init);
-  if (o.init.empty()) {
+  ModelConfig config = !resume_dir.empty() ? resumed.model : o.init.empty() ? o.model : io::read_model_config(o.init);
+  if (o.init.empty() && resume_dir.empty()) {
     // token files: GPT-2's vocabulary unless --vocab says otherwise (finding the largest id would read
     // the whole data set); ids beyond it are refused as batches are read
     if (config.vocab_size <= 0) config.vocab_size = data.byte_level() ? 256 : 50257;
@@ -91,10 +202,20 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
   TransformerLM model(tp, config, o.batch, o.seq, o.seed, o.compute);
   if (!o.init.empty()) io::load_hf_checkpoint(tp, model, o.init);
   AdamW optimizer(model.parameters(), o.adamw);
+  int64_t first_step = 0;
+  if (!resume_dir.empty()) {
+    load_checkpoint(tp, model, optimizer, resume_dir);
+    optimizer.set_steps_taken(resumed.adamw_steps);
+    first_step = resumed.step;
+    // the same data layout continues exactly; another DP degree or batch continues from rank 0's
+    // position, which is where the next global batch starts
+    const bool same_layout = resumed.dp_size == dp.size() && resumed.batch == o.batch && resumed.seq == o.seq;
+    loader.seek(same_layout ? resumed.data_positions.at(size_t(dp.rank()))
+                            : resumed.data_positions.at(0) + o.batch * o.seq * dp.rank());
+  }
   LrSchedule schedule = o.schedule;
   schedule.total_steps = o.steps;
 
-  const bool writer = world.rank() == 0;
   // a terminal gets one line rewritten in place; a log gets about twenty lines
   const bool terminal = ::isatty(2) != 0;
   const int64_t log_every = std::max<int64_t>(1, o.steps / 20);
@@ -102,7 +223,8 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
   {  // only rank 0 opens it; agreed on, so an unwritable path stops every rank before the first step
     std::string error;
     try {
-      if (writer && !o.metrics.empty()) metrics = std::make_unique<io::MetricsWriter>(o.metrics);
+      // a resumed run appends (records of steps redone after the checkpoint appear twice; the last counts)
+      if (writer && !o.metrics.empty()) metrics = std::make_unique<io::MetricsWriter>(o.metrics, !resume_dir.empty());
     } catch (const Error& e) {
       error = e.what();
     }
@@ -112,16 +234,44 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
   std::vector<int32_t> x(size_t(o.batch * o.seq)), y(x.size());
   TrainResult result;
   result.parameters = config.parameter_count();
+  result.first_step = first_step;
+  result.resumed_from = resume_dir;
   const double tokens_per_step = double(o.batch * o.seq * o.grad_accum * dp.size());
   double timed_seconds = 0;
   const auto start = Clock::now();
   if (writer && o.progress)
     std::fprintf(stderr, "training %.2fM parameters: TP=%d x DP=%d, %ld layers, hidden %ld, heads %ld, seq %ld, "
-                 "batch %ld, %ld steps\n",
+                 "batch %ld, %ld steps%s\n",
                  double(result.parameters) / 1e6, tp.size(), dp.size(), long(config.layers), long(config.hidden),
-                 long(config.heads), long(o.seq), long(o.batch), long(o.steps));
+                 long(config.heads), long(o.seq), long(o.batch), long(o.steps),
+                 first_step > 0 ? fmt::format(" (resuming at step {})", first_step).c_str() : "");
 
-  for (int64_t step = 0; step < o.steps; ++step) {
+  const nlohmann::json options_json = train_options_json(o, tp.size(), dp.size());
+  const auto checkpoint = [&](int64_t steps_done) {
+    CheckpointState state;
+    state.step = steps_done;
+    state.adamw_steps = optimizer.steps_taken();
+    state.tp_size = tp.size();
+    state.dp_size = dp.size();
+    state.batch = o.batch;
+    state.seq = o.seq;
+    state.grad_accum = o.grad_accum;
+    state.data_positions.resize(size_t(dp.size()));
+    const int64_t position = loader.position();
+    dp.all_gather(std::span<int64_t>(state.data_positions), std::span<const int64_t>(&position, 1));
+    state.seed = o.seed;
+    state.model = config;
+    state.options = options_json;
+    const auto t0 = Clock::now();
+    result.last_checkpoint = save_checkpoint(world, tp, dp, model, optimizer, state, o.out, o.keep);
+    if (metrics)
+      metrics->write({{"step", steps_done},
+                      {"checkpoint", result.last_checkpoint},
+                      {"checkpoint_seconds", std::chrono::duration<double>(Clock::now() - t0).count()}});
+  };
+
+  int64_t nan_in_row = 0;
+  for (int64_t step = first_step; step < o.steps; ++step) {
     const auto t0 = Clock::now();
     model.zero_grad();
     double loss = 0;
@@ -138,21 +288,46 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
       dp.all_reduce(std::span<double>(&loss, 1));
       loss /= dp.size();
     }
+    if (o.inject_nan_at_step == step + 1) model.parameters().front()->grad.f32()[0] = std::numeric_limits<float>::quiet_NaN();
     const double norm = clip_grad_norm(tp, model.parameters(), o.grad_clip);
     const float lr = schedule.at(step);
-    optimizer.step(lr);
+    // The loss is the same on every rank (all-reduced over DP, and over TP inside the loss) and so
+    // is the norm (all-reduced over TP of DP-averaged gradients): every rank takes the same branch.
+    const bool finite = std::isfinite(loss) && std::isfinite(norm);
+    if (finite) {
+      nan_in_row = 0;
+      optimizer.step(lr);
+    } else {
+      TP_CHECK(o.on_nan == TrainOptions::OnNan::Skip, Error,
+               "step {}: the loss is {} and the gradient norm {}; training stopped before the update reached the "
+               "weights (lower --lr, check the data, or drop such steps with --on-nan skip)",
+               step + 1, loss, norm);
+      ++nan_in_row;
+      ++result.skipped_steps;
+      TP_CHECK(nan_in_row <= o.max_nan_skips, Error,
+               "step {}: {} steps in a row had a non-finite loss or gradient norm (--max-nan-skips {}); the run "
+               "diverged: lower --lr or resume from an earlier checkpoint",
+               step + 1, nan_in_row, o.max_nan_skips);
+      if (writer && o.progress)
+        std::fprintf(stderr, "step %ld: loss %g, gradient norm %g: update skipped (--on-nan skip, %ld in a row)\n",
+                     long(step + 1), loss, norm, long(nan_in_row));
+    }
     const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (step > 0 || o.steps == 1) timed_seconds += dt;
-    const int64_t timed_steps = o.steps == 1 ? 1 : step;
+    const int64_t run_steps = step - first_step;  // steps of this call before this one
+    if (run_steps > 0 || o.steps - first_step == 1) timed_seconds += dt;
+    const int64_t timed_steps = o.steps - first_step == 1 ? 1 : run_steps;
     const double tokens_per_s = timed_steps > 0 && timed_seconds > 0 ? tokens_per_step * double(timed_steps) / timed_seconds
                                                                      : tokens_per_step / dt;
     result.history.push_back({float(loss), norm, lr});
     result.loss = float(loss);
     result.grad_norm = norm;
     result.tokens_per_s = tokens_per_s;
-    result.steps = step + 1;
-    if (metrics)
-      metrics->write({{"step", step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens_per_s", tokens_per_s}});
+    result.steps = run_steps + 1;
+    if (metrics) {
+      nlohmann::json record{{"step", step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm}, {"tokens_per_s", tokens_per_s}};
+      if (!finite) record["skipped"] = true;
+      metrics->write(record);
+    }
 
     const bool last = step + 1 == o.steps;
     if (val_loader && ((o.val_every > 0 && (step + 1) % o.val_every == 0) || last)) {
@@ -161,7 +336,7 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
     }
     if (writer && o.progress && (terminal || last || (step + 1) % log_every == 0)) {
       const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-      const double eta = elapsed / double(step + 1) * double(o.steps - step - 1);
+      const double eta = elapsed / double(run_steps + 1) * double(o.steps - step - 1);
       std::string line = fmt::format("step {:>{}}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {:.0f} tok/s | ETA {}",
                                      step + 1, std::to_string(o.steps).size(), o.steps, loss, lr, norm, tokens_per_s,
                                      format_duration(eta));
@@ -172,9 +347,38 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
         std::fprintf(stderr, "%s\n", line.c_str());
       std::fflush(stderr);
     }
+
+    // a stop request on any rank (SIGTERM before preemption) stops all of them after this step:
+    // one all-reduce of one integer per step, only when a stop can be requested
+    int64_t stop = 0;
+    if (o.stop_signal) {
+      stop = o.stop_signal();
+      world.all_reduce(std::span<int64_t>(&stop, 1), {ReduceOp::Max});
+    }
+    const bool cadence = o.save_every > 0 && ((step + 1) % o.save_every == 0 || last);
+    if (cadence || (stop != 0 && !o.out.empty())) checkpoint(step + 1);
+    if (stop != 0) {
+      result.stop_signal = int(stop);
+      if (writer && o.progress) {
+        if (terminal && !last) std::fprintf(stderr, "\n");
+        std::fprintf(stderr, "stopped by signal %d after step %ld%s\n", int(stop), long(step + 1),
+                     o.out.empty() ? " (no --out: nothing saved)"
+                                   : fmt::format("; resume with --resume {}", result.last_checkpoint).c_str());
+      }
+      world.barrier();
+      return result;
+    }
   }
 
-  if (!o.out.empty() && dp.rank() == 0) io::save_hf_checkpoint(tp, model, o.out);
+  if (!o.out.empty()) {  // one replica saves; every rank learns the outcome
+    std::string error;
+    try {
+      if (dp.rank() == 0) io::save_hf_checkpoint(tp, model, o.out);
+    } catch (const Error& e) {
+      error = e.what();
+    }
+    world.agree<IoError>(error);
+  }
   world.barrier();
   return result;
 }

@@ -1,9 +1,12 @@
 // The training loop: data → model → loss → backward → (data-parallel gradient average) →
 // global-norm clipping → AdamW, with a live progress line, JSON-lines metrics, periodic validation
-// and a Hugging Face checkpoint at the end. Collective over the world.
+// a Hugging Face model at the end, periodic training checkpoints (train/checkpoint.hpp) and resume
+// from them, a clean stop on request (SIGTERM) and a policy for non-finite steps. Collective over the world.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -18,7 +21,19 @@ namespace tensorpar {
 struct TrainOptions {
   std::string data;           // llm.c token file or plain text (bytes)
   std::string init;           // Hugging Face model directory to start from ("" = fresh init)
-  std::string out;            // where to save model.safetensors + config.json ("" = don't save)
+  std::string out;            // where to save model.safetensors + config.json and checkpoints ("" = don't save)
+  std::string resume;         // a checkpoint directory (OUT/step_*), "auto" (newest under out, or fresh), "" = none
+  int64_t save_every = 0;     // a checkpoint every N steps and at the end (0: none); needs out
+  int keep = 0;               // keep the newest K checkpoints (0: all)
+  enum class OnNan { Abort, Skip } on_nan = OnNan::Abort;  // a step whose loss or gradient norm is not finite
+  int64_t max_nan_skips = 5;  // with Skip: abort after this many such steps in a row
+  // Polled after every step (the ranks agree on the maximum): non-zero (a signal number) finishes
+  // the step, writes a checkpoint when out is set and returns with TrainResult::stop_signal set.
+  std::function<int()> stop_signal;
+  // Model flags the user gave explicitly ("layers", "hidden", "heads", "kv-heads", "ffn", "vocab",
+  // "family"): on resume each must match the checkpoint's model, which otherwise decides the shape.
+  std::vector<std::string> given_model_flags;
+  int64_t inject_nan_at_step = 0;  // testing only: a NaN gradient at this 1-based step
   std::string metrics;        // JSON lines file ("" = none)
   ModelConfig model;          // ignored (taken from init) when init is set; vocab from the data if 0
   int tp = 0;                 // tensor-parallel degree (0 = all ranks)
@@ -46,9 +61,17 @@ struct TrainResult {
   float val_loss = -1;  // last validation loss (-1 if none)
   double grad_norm = 0;
   double tokens_per_s = 0;  // over all steps but the first (warm-up)
-  int64_t steps = 0;
+  int64_t steps = 0;       // steps run by this call
+  int64_t first_step = 0;  // 0-based step it started at (> 0 after a resume)
   int64_t parameters = 0;
+  int64_t skipped_steps = 0;    // non-finite steps whose update was dropped (--on-nan skip)
+  int stop_signal = 0;          // the signal that stopped training early (0: ran to the end)
+  std::string resumed_from;     // checkpoint directory ("" for a fresh start)
+  std::string last_checkpoint;  // the newest checkpoint written ("" if none)
 };
+
+// The run's options as JSON (recorded in checkpoints).
+nlohmann::json train_options_json(const TrainOptions& options, int tp_size, int dp_size);
 
 TrainResult train(ProcessGroup& world, const TrainOptions& options);
 
