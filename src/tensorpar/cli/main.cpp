@@ -53,7 +53,9 @@ int finish(int rank, int size, const std::string& error) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
+  // FUNNELED: OpenMP and the HTTP threads of serve exist, but only the main thread calls MPI
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
@@ -72,6 +74,7 @@ int main(int argc, char** argv) {
   tensorpar::cli::add_bench_command(app, run);
   tensorpar::cli::add_eval_command(app, run);
   tensorpar::cli::add_generate_command(app, run);
+  tensorpar::cli::add_serve_command(app, run);
 
   try {
     app.parse(argc, argv);
