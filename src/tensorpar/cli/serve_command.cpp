@@ -531,6 +531,12 @@ void add_serve_command(CLI::App& app, Runner& run) {
       if (root) {
         server.new_task_queue = [] { return new httplib::ThreadPool(64); };  // one per streaming client
         add_routes(server, hub);
+        // httplib's default also sets SO_REUSEPORT, with which a second server on a busy port starts
+        // silently and steals half the connections; keep only SO_REUSEADDR (restart over TIME_WAIT)
+        server.set_socket_options([](socket_t sock) {
+          int yes = 1;
+          setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+        });
         port = o->port == 0 ? server.bind_to_any_port(o->host) : (server.bind_to_port(o->host, o->port) ? o->port : -1);
         if (port < 0)
           error = fmt::format("cannot listen on {}:{} (in use, or not an address of this machine); pick another --port",
