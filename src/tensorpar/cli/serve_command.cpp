@@ -230,7 +230,10 @@ class Hub {
   }
 
   const std::string& model_name() const { return model_name_; }
-  const io::Tokenizer* tokenizer() const { return tokenizer_; }
+  TextSoFar text(std::span<const int32_t> tokens, const std::vector<std::string>& stop, bool final) const {
+    std::lock_guard lock(tokenizer_m_);
+    return text_so_far(tokenizer_, tokens, stop, final);
+  }
 
  private:
   const ModelConfig& config_;
@@ -415,7 +418,7 @@ void add_routes(httplib::Server& server, Hub& hub) {
           return;
         }
         tokens = ch->tokens;
-        text = text_so_far(hub.tokenizer(), tokens, c.stop, ch->finished);
+        text = hub.text(tokens, c.stop, ch->finished);
         done = ch->finished || text.stopped;
       }
       lock.unlock();
@@ -456,7 +459,7 @@ void add_routes(httplib::Server& server, Hub& hub) {
             const std::vector<int32_t> tokens = ch->tokens;
             const bool finished = ch->finished;
             lock.unlock();
-            const TextSoFar text = text_so_far(hub.tokenizer(), tokens, c.stop, finished);
+            const TextSoFar text = hub.text(tokens, c.stop, finished);
             const bool last = finished || text.stopped;
             std::vector<int32_t> ids(tokens.begin() + int64_t(sent_tokens), tokens.end());
             json j = chunk(text.text.substr(sent_text, text.sendable - std::min(sent_text, text.sendable)), ids,
@@ -548,6 +551,19 @@ void add_serve_command(CLI::App& app, Runner& run) {
       std::signal(SIGTERM, on_stop_signal);
       std::signal(SIGPIPE, SIG_IGN);  // a vanished client is a failed write, not a dead server
       if (root) http = std::thread([&server] { server.listen_after_bind(); });
+      // however the loop ends (stop, or an exception unwinding), the HTTP side ends before its state
+      struct StopHttp {
+        Hub& hub;
+        httplib::Server& server;
+        std::thread& http;
+        ~StopHttp() { finish(); }
+        void finish() {
+          if (!http.joinable()) return;
+          hub.fail_all("the server is shutting down");
+          server.stop();
+          http.join();
+        }
+      } stop_http{hub, server, http};
       print_rank0(world, fmt::format("tensorpar serve: listening on http://{}:{} (model {}, TP={}, max batch {})\n",
                                      o->host, port, name, world.size(), o->max_batch));
       for (;;) {
@@ -574,11 +590,7 @@ void add_serve_command(CLI::App& app, Runner& run) {
           hub.set_batch_state(batcher.active(), batcher.waiting());
         }
       }
-      if (root) {
-        hub.fail_all("the server is shutting down");
-        server.stop();
-        http.join();
-      }
+      stop_http.finish();
       std::signal(SIGINT, SIG_DFL);
       std::signal(SIGTERM, SIG_DFL);
       print_rank0(world, "tensorpar serve: stopped\n");
