@@ -462,7 +462,8 @@ void add_routes(httplib::Server& server, Hub& hub) {
             const TextSoFar text = hub.text(tokens, c.stop, finished);
             const bool last = finished || text.stopped;
             std::vector<int32_t> ids(tokens.begin() + int64_t(sent_tokens), tokens.end());
-            json j = chunk(text.text.substr(sent_text, text.sendable - std::min(sent_text, text.sendable)), ids,
+            const size_t from = std::min(sent_text, text.sendable);
+            json j = chunk(text.text.substr(from, text.sendable - from), ids,
                            last ? (text.stopped ? "stop" : "length") : nullptr);
             if (last) j["usage"] = usage(prompt_tokens, int64_t(tokens.size()));
             sent_tokens = tokens.size();
