@@ -126,6 +126,10 @@ class Hub {
     auto ch = std::make_shared<Channel>();
     std::lock_guard lock(m_);
     const int64_t id = next_id_++;
+    if (closed_) {  // shutting down: nobody would ever answer it
+      ch->error = "the server is shutting down";
+      return {id, ch};
+    }
     channels_[id] = ch;
     pending_.emplace_back(id, c);
     ++requests_total_;
@@ -191,10 +195,12 @@ class Hub {
     it->second->cv.notify_all();
     channels_.erase(it);
   }
+  // Fails every open request and every later one.
   void fail_all(const std::string& message) {
     std::vector<int64_t> ids;
     {
       std::lock_guard lock(m_);
+      closed_ = true;
       for (auto& [id, ch] : channels_) ids.push_back(id);
     }
     for (int64_t id : ids) fail(id, message);
@@ -244,6 +250,7 @@ class Hub {
   std::mutex m_;
   std::condition_variable cv_;
   int64_t next_id_ = 1;
+  bool closed_ = false;
   std::deque<std::pair<int64_t, Completion>> pending_;
   std::vector<int64_t> cancels_;
   std::unordered_map<int64_t, std::shared_ptr<Channel>> channels_;
