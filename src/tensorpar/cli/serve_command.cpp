@@ -594,8 +594,9 @@ void add_serve_command(CLI::App& app, Runner& run) {
         }
         const std::vector<StepToken> tokens = batcher.step();
         if (root) {
-          hub.deliver(tokens);
+          // state first: a client woken by its last token may read /metrics at once
           hub.set_batch_state(batcher.active(), batcher.waiting());
+          hub.deliver(tokens);
         }
       }
       stop_http.finish();
