@@ -43,7 +43,7 @@ TEST(IdleBroadcast, WaitingRanksSleepInsteadOfSpinning) {
   broadcast_string_patiently(world, s, 0);
   const double cpu = cpu_seconds() - cpu0;
   EXPECT_EQ(s, "late");
-  // a spinning wait would burn ~0.3 s of CPU; the 2 ms spin plus 0.5 ms naps burn a few percent
+  // a spinning wait would burn ~0.3 s of CPU; the 2 ms spin plus naps of up to 5 ms burn ~1%
   if (world.rank() != 0) {
     EXPECT_LT(cpu, 0.1) << "CPU seconds spent waiting 0.3 s for the root";
   }
