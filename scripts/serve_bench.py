@@ -4,7 +4,7 @@ throughput (generated tokens/s over the run) and time to first token (p50/p99), 
 
   scripts/serve_bench.py --port 8000 --clients 4 --seconds 20 --prompt-tokens 32 --max-tokens 64
 """
-import argparse, http.client, json, statistics, threading, time
+import argparse, http.client, json, threading, time
 
 
 def one_request(port, prompt, max_tokens):

@@ -440,6 +440,7 @@ void add_routes(httplib::Server& server, Hub& hub) {
       return;
     }
     auto finished_ok = std::make_shared<std::atomic<bool>>(false);
+    res.set_header("Cache-Control", "no-cache");  // events must reach the client as they come
     res.set_chunked_content_provider(
         "text/event-stream",
         [&hub, c, ch, id, cmpl_id, created, prompt_tokens, choice, finished_ok](size_t, httplib::DataSink& sink) {
