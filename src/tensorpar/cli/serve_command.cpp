@@ -458,7 +458,19 @@ void add_routes(httplib::Server& server, Hub& hub) {
           size_t sent_tokens = 0, sent_text = 0;
           for (;;) {
             std::unique_lock lock(ch->m);
-            ch->cv.wait(lock, [&] { return ch->tokens.size() > sent_tokens || ch->finished || !ch->error.empty(); });
+            if (!ch->cv.wait_for(lock, std::chrono::milliseconds(250), [&] {
+                  return ch->tokens.size() > sent_tokens || ch->finished || !ch->error.empty();
+                })) {
+              // Nothing yet (waiting for a slot): an SSE comment, which clients ignore, so that a
+              // client gone meanwhile shows as a failed write and gives up its place in the queue.
+              lock.unlock();
+              static const std::string comment = ": waiting\n\n";
+              if (!sink.write(comment.data(), comment.size())) {
+                hub.cancel(id);
+                return false;
+              }
+              continue;
+            }
             if (!ch->error.empty()) {
               lock.unlock();
               send(json::parse(error_body("server_error", ch->error)));
