@@ -176,11 +176,15 @@ struct TransformerLM::Block {
     norm2.collect_parameters(out);
   }
   // forward over n_new new positions per row, attention against the layer's KV cache
-  void forward_cached(float* out, const float* x, int64_t B, int64_t n_new, int64_t past_len,
+  // (rows: per-row cache row and position; null: all rows at past_len in cache rows 0..B-1)
+  void forward_cached(float* out, const float* x, int64_t B, int64_t n_new, int64_t past_len, const CacheRows* rows,
                       const KvCacheSlice& cache) {
     const int64_t N = B * n_new, C = norm1_out.dim(1);
     norm1.forward(norm1_out.f32(), x, N);
-    attention.forward_cached(mid.f32(), norm1_out.f32(), B, n_new, past_len, cache);
+    if (rows)
+      attention.forward_cached(mid.f32(), norm1_out.f32(), B, n_new, *rows, cache);
+    else
+      attention.forward_cached(mid.f32(), norm1_out.f32(), B, n_new, past_len, cache);
     add_inplace(mid.f32(), x, N * C);
     norm2.forward(norm2_out.f32(), mid.f32(), N);
     mlp.forward(out, norm2_out.f32(), N);
@@ -416,11 +420,24 @@ int64_t TransformerLM::kv_heads_per_partition() const { return blocks_.at(0)->at
 
 void TransformerLM::forward_cached(float* out, const int32_t* tokens, int64_t B, int64_t n_new, int64_t past_len,
                                    std::span<const KvCacheSlice> cache) {
+  run_cached(out, tokens, B, n_new, past_len, nullptr, cache);
+}
+
+void TransformerLM::forward_cached(float* out, const int32_t* tokens, int64_t B, int64_t n_new, const CacheRows& rows,
+                                   std::span<const KvCacheSlice> cache) {
+  run_cached(out, tokens, B, n_new, 0, &rows, cache);
+}
+
+void TransformerLM::run_cached(float* out, const int32_t* tokens, int64_t B, int64_t n_new, int64_t past_len,
+                               const CacheRows* rows, std::span<const KvCacheSlice> cache) {
   TP_CHECK(B >= 1 && B <= batch_ && n_new >= 1 && B * n_new <= batch_ * seq_, ShapeError,
            "batch {} x {} new positions exceed the {} x {} the model was built for; feed them in chunks", B, n_new,
            batch_, seq_);
-  TP_CHECK(past_len >= 0 && past_len + n_new <= config_.max_seq, ShapeError,
-           "positions up to {} exceed the model's maximum of {}", past_len + n_new, config_.max_seq);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t past = rows ? rows->past[b] : past_len;
+    TP_CHECK(past >= 0 && past + n_new <= config_.max_seq, ShapeError,
+             "positions up to {} exceed the model's maximum of {}", past + n_new, config_.max_seq);
+  }
   TP_CHECK(cache.size() == blocks_.size(), ShapeError, "the KV cache has {} layers but the model {}", cache.size(),
            blocks_.size());
   TP_CHECK(!sequence_parallel(), ConfigError,
@@ -429,9 +446,10 @@ void TransformerLM::forward_cached(float* out, const int32_t* tokens, int64_t B,
   float* x0 = residuals_.f32();
   embedding_.forward(x0, tokens, B * n_new);
   if (config_.family == ModelFamily::Gpt2)
-    for (int64_t b = 0; b < B; ++b) add_inplace(x0 + b * n_new * C, position_.value.f32() + past_len * C, n_new * C);
+    for (int64_t b = 0; b < B; ++b)
+      add_inplace(x0 + b * n_new * C, position_.value.f32() + (rows ? rows->past[b] : past_len) * C, n_new * C);
   for (size_t l = 0; l < blocks_.size(); ++l)
-    blocks_[l]->forward_cached(residuals_.f32() + (l + 1) * NC, residuals_.f32() + l * NC, B, n_new, past_len,
+    blocks_[l]->forward_cached(residuals_.f32() + (l + 1) * NC, residuals_.f32() + l * NC, B, n_new, past_len, rows,
                                cache[l]);
   final_norm_.forward(final_out_.f32(), residuals_.f32() + blocks_.size() * NC, B * n_new);
   gather_last_logits(out, B, n_new);

@@ -77,6 +77,10 @@ class TransformerLM {
   // (batch, seq) the model was built for; longer prompts are fed in chunks.
   void forward_cached(float* out, const int32_t* tokens, int64_t B, int64_t n_new, int64_t past_len,
                       std::span<const KvCacheSlice> cache);
+  // Continuous batching: row b is at its own position rows.past[b] in its own cache row rows.slot[b]
+  // (CacheRows); each row's logits equal those of that row run alone as a batch of one.
+  void forward_cached(float* out, const int32_t* tokens, int64_t B, int64_t n_new, const CacheRows& rows,
+                      std::span<const KvCacheSlice> cache);
   // This rank's share of the key/value heads (1 when a KV head is replicated on several ranks), for
   // sizing a KV cache.
   int64_t kv_heads_per_partition() const;
@@ -102,6 +106,9 @@ class TransformerLM {
   void run_blocks(int64_t B, int64_t T);
   // out (B, vocab_size) = logits at the last of the T positions of each row of final_out_.
   void gather_last_logits(float* out, int64_t B, int64_t T);
+  // forward_cached at one position for all rows (rows == nullptr) or per row
+  void run_cached(float* out, const int32_t* tokens, int64_t B, int64_t n_new, int64_t past_len,
+                  const CacheRows* rows, std::span<const KvCacheSlice> cache);
 
   ProcessGroup& tp_;
   ModelConfig config_;

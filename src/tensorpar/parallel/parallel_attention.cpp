@@ -226,4 +226,38 @@ void ParallelAttention::forward_cached(float* out, const float* inp, int64_t B, 
   proj.forward(out, att_.f32(), N);  // the one all-reduce
 }
 
+void ParallelAttention::forward_cached(float* out, const float* inp, int64_t B, int64_t n_new, const CacheRows& rows,
+                                       const KvCacheSlice& cache) {
+  const int64_t N = B * n_new, width = qkv_out_.dim(1), q_width = heads_pp_ * head_dim_,
+                kv_width = kv_heads_pp_ * head_dim_;
+  TP_CHECK(N <= max_tokens_, ShapeError, "attention: batch {} x {} new positions exceed the size it was built for",
+           B, n_new);
+  qkv.forward(qkv_out_.f32(), inp, N);  // one GEMM for all rows; no communication
+  // Each row alone, exactly as a batch of one at its own position: RoPE angles, cache row, and the
+  // causal range end at that row's length.
+  const AttentionDims dims{1, n_new, heads_pp_, kv_heads_pp_, head_dim_};
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t past = rows.past[b], slot = rows.slot[b];
+    TP_CHECK(past >= 0 && past + n_new <= cache.max_seq, ShapeError,
+             "attention: positions {}..{} do not fit the KV cache of {} positions", past, past + n_new - 1,
+             cache.max_seq);
+    float* row0 = qkv_out_.f32() + b * n_new * width;
+    if (rope_) {
+      TP_CHECK(past + n_new <= rope_->max_positions(), ShapeError,
+               "attention: position {} is past the model's {} positions", past + n_new - 1, rope_->max_positions());
+      rope_forward(row0, width, n_new, n_new, past, heads_pp_, *rope_);
+      rope_forward(row0 + q_width, width, n_new, n_new, past, kv_heads_pp_, *rope_);
+    }
+    float* k_row = cache.k + slot * cache.max_seq * kv_width;
+    float* v_row = cache.v + slot * cache.max_seq * kv_width;
+    for (int64_t t = 0; t < n_new; ++t) {
+      std::copy_n(row0 + t * width + q_width, kv_width, k_row + (past + t) * kv_width);
+      std::copy_n(row0 + t * width + q_width + kv_width, kv_width, v_row + (past + t) * kv_width);
+    }
+    attention_forward_cached(att_.f32() + b * n_new * q_width, row0, width, k_row, v_row, cache.max_seq, past, n_new,
+                             dims);
+  }
+  proj.forward(out, att_.f32(), N);  // the one all-reduce
+}
+
 }  // namespace tensorpar

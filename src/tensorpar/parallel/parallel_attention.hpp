@@ -52,6 +52,14 @@ struct KvCacheSlice {
   int64_t max_seq = 0;
 };
 
+// Where each batch row of a cached forward lives in the KV cache (continuous batching: rows are
+// requests of different lengths): row b reads and extends cache row slot[b] from position past[b].
+// Both (B). Rows must use distinct slots.
+struct CacheRows {
+  const int64_t* slot = nullptr;
+  const int64_t* past = nullptr;
+};
+
 class ParallelAttention {
  public:
   // share_with: keep activations in the buffers of that layer (built alike) instead of allocating
@@ -69,6 +77,9 @@ class ParallelAttention {
   // out (B*n_new, hidden) whole; inp (B*n_new, hidden). Writes their k, v into `cache` (which holds
   // positions 0..past_len-1 already) and attends over positions 0..p for the query at p.
   void forward_cached(float* out, const float* inp, int64_t B, int64_t n_new, int64_t past_len,
+                      const KvCacheSlice& cache);
+  // The same with every row at its own cache row and position (CacheRows).
+  void forward_cached(float* out, const float* inp, int64_t B, int64_t n_new, const CacheRows& rows,
                       const KvCacheSlice& cache);
 
   void collect_parameters(std::vector<Parameter*>& out);
