@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <string_view>
 
@@ -21,11 +22,15 @@ inline const std::string& temp_dir() {
       std::perror("mkdtemp");
       std::abort();
     }
-    // removed at exit; libFuzzer exits through exit() after -max_total_time
-    static std::string keep = t;
-    std::atexit([] { std::string cmd = "rm -rf '" + keep + "'"; (void)!std::system(cmd.c_str()); });
     return t;
   }();
+  // removed at exit (libFuzzer exits through exit() after -max_total_time)
+  static const struct Remover {
+    ~Remover() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } remover;
   return dir;
 }
 

@@ -86,9 +86,17 @@ nlohmann::json parse_json_file(const std::string& path) {
 
 }  // namespace
 
-void Gpt2BpeTokenizer::add_token(const std::string& source, const std::string& token, int64_t id) {
+// Ids may leave holes (decode refuses them), but not many: at most kIdSlack beyond the token count.
+constexpr int64_t kIdSlack = 65536;
+
+void Gpt2BpeTokenizer::add_token(const std::string& source, const std::string& token, int64_t id,
+                                 int64_t id_limit) {
   TP_CHECK(id >= 0 && id < INT32_MAX && !token.empty(), IoError,
            "{}: token '{}' has id {}; ids must be in [0, 2^31-1) and tokens non-empty", source, token, id);
+  TP_CHECK(id < id_limit, IoError,
+           "{}: token '{}' has id {}, but the file has fewer tokens than that (ids may exceed the token count by at "
+           "most {}); the file is corrupt",
+           source, token, id, kIdSlack);
   const auto [it, inserted] = token_to_id_.emplace(token, int32_t(id));
   TP_CHECK(inserted || it->second == id, IoError, "{}: token '{}' has two ids, {} and {}", source, token, it->second, id);
   if (size_t(id) >= id_to_token_.size()) id_to_token_.resize(size_t(id) + 1);
@@ -120,7 +128,7 @@ Gpt2BpeTokenizer Gpt2BpeTokenizer::from_files(const std::string& vocab_json, con
            vocab.type_name());
   for (const auto& [token, id] : vocab.items()) {
     TP_CHECK(id.is_number_integer(), IoError, "{}: token '{}' has id {}, not an integer", vocab_json, token, id.dump());
-    t.add_token(vocab_json, token, id.get<int64_t>());
+    t.add_token(vocab_json, token, id.get<int64_t>(), int64_t(vocab.size()) + kIdSlack);
   }
   std::istringstream lines(read_text(merges_txt));
   std::string line;
@@ -138,6 +146,17 @@ Gpt2BpeTokenizer Gpt2BpeTokenizer::from_files(const std::string& vocab_json, con
 
 Gpt2BpeTokenizer Gpt2BpeTokenizer::from_tokenizer_json(const std::string& tokenizer_json) {
   const auto j = parse_json_file(tokenizer_json);
+  // A value of the wrong JSON type ({"model": {"type": 1}}, "use_regex": "yes") makes nlohmann's
+  // value()/get() throw type_error; it is a malformed file like any other (found by fuzz/fuzz_tokenizer).
+  try {
+    return from_tokenizer_json(tokenizer_json, j);
+  } catch (const nlohmann::json::exception& e) {
+    throw IoError(fmt::format("{}: unexpected JSON structure ({}); re-download the tokenizer file", tokenizer_json,
+                              e.what()));
+  }
+}
+
+Gpt2BpeTokenizer Gpt2BpeTokenizer::from_tokenizer_json(const std::string& tokenizer_json, const nlohmann::json& j) {
   TP_CHECK(j.is_object() && j.contains("model") && j["model"].is_object(), IoError,
            "{}: no 'model' object; expected a Hugging Face tokenizer.json", tokenizer_json);
   const auto& model = j["model"];
@@ -155,10 +174,12 @@ Gpt2BpeTokenizer Gpt2BpeTokenizer::from_tokenizer_json(const std::string& tokeni
   Gpt2BpeTokenizer t;
   TP_CHECK(model.contains("vocab") && model["vocab"].is_object(), IoError, "{}: model.vocab is not an object",
            tokenizer_json);
+  const int64_t id_limit =
+      int64_t(model["vocab"].size()) + (j.contains("added_tokens") ? int64_t(j["added_tokens"].size()) : 0) + kIdSlack;
   for (const auto& [token, id] : model["vocab"].items()) {
     TP_CHECK(id.is_number_integer(), IoError, "{}: model.vocab token '{}' has id {}, not an integer", tokenizer_json,
              token, id.dump());
-    t.add_token(tokenizer_json, token, id.get<int64_t>());
+    t.add_token(tokenizer_json, token, id.get<int64_t>(), id_limit);
   }
   TP_CHECK(model.contains("merges") && model["merges"].is_array(), IoError, "{}: model.merges is not an array",
            tokenizer_json);
@@ -182,7 +203,7 @@ Gpt2BpeTokenizer Gpt2BpeTokenizer::from_tokenizer_json(const std::string& tokeni
                    a["content"].is_string(),
                IoError, "{}: added_tokens entry {} has no integer 'id' and string 'content'", tokenizer_json, a.dump());
       const std::string content = a["content"].get<std::string>();
-      t.add_token(tokenizer_json, content, a["id"].get<int64_t>());
+      t.add_token(tokenizer_json, content, a["id"].get<int64_t>(), id_limit);
       t.special_tokens_.push_back(content);
     }
   }

@@ -12,6 +12,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 namespace tensorpar::io {
 
 class Tokenizer {
@@ -52,7 +54,10 @@ class Gpt2BpeTokenizer : public Tokenizer {
 
  private:
   Gpt2BpeTokenizer() = default;
-  void add_token(const std::string& source, const std::string& token, int64_t id);
+  static Gpt2BpeTokenizer from_tokenizer_json(const std::string& tokenizer_json, const nlohmann::json& j);
+  // id_limit bounds the ids (and so id_to_token_'s size) by the file's own token count: a corrupt id
+  // such as 2e9 must be refused, not allocate 64 GB.
+  void add_token(const std::string& source, const std::string& token, int64_t id, int64_t id_limit);
   void add_merge(const std::string& source, size_t line, const std::string& a, const std::string& b);
   void finish(const std::string& source);
   void encode_piece(std::string_view piece, std::vector<int32_t>& out) const;

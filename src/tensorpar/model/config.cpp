@@ -50,9 +50,16 @@ T required(const nlohmann::json& j, const char* key, const std::string& where) {
   }
 }
 
+// Absent or null: the fallback. Present with the wrong type: ConfigError, like required (found by
+// fuzz/fuzz_model_config: a nlohmann type_error escaped from {"model_type": 320}).
 template <class T>
-T optional(const nlohmann::json& j, const char* key, T fallback) {
-  return j.contains(key) && !j.at(key).is_null() ? j.at(key).get<T>() : fallback;
+T optional(const nlohmann::json& j, const char* key, const std::string& where, T fallback) {
+  if (!j.contains(key) || j.at(key).is_null()) return fallback;
+  try {
+    return j.at(key).get<T>();
+  } catch (const nlohmann::json::exception&) {
+    throw ConfigError(fmt::format("{}: key '{}' has the wrong type ({})", where, key, j.at(key).dump()));
+  }
 }
 
 }  // namespace
@@ -100,7 +107,7 @@ nlohmann::json ModelConfig::to_hf_json() const {
 ModelConfig ModelConfig::from_hf_json(const nlohmann::json& j, const std::string& where) {
   TP_CHECK(j.is_object(), ConfigError, "{}: not a JSON object", where);
   ModelConfig c;
-  const std::string type = optional<std::string>(j, "model_type", "");
+  const std::string type = optional<std::string>(j, "model_type", where, "");
   if (type == "gpt2" || (type.empty() && j.contains("n_embd"))) {
     c.family = ModelFamily::Gpt2;
     c.vocab_size = required<int64_t>(j, "vocab_size", where);
@@ -108,29 +115,29 @@ ModelConfig ModelConfig::from_hf_json(const nlohmann::json& j, const std::string
     c.hidden = required<int64_t>(j, "n_embd", where);
     c.layers = required<int64_t>(j, "n_layer", where);
     c.heads = required<int64_t>(j, "n_head", where);
-    c.ffn_hidden = optional<int64_t>(j, "n_inner", 0);
-    c.norm_eps = optional<float>(j, "layer_norm_epsilon", 1e-5f);
-    const std::string act = optional<std::string>(j, "activation_function", "gelu_new");
+    c.ffn_hidden = optional<int64_t>(j, "n_inner", where, 0);
+    c.norm_eps = optional<float>(j, "layer_norm_epsilon", where, 1e-5f);
+    const std::string act = optional<std::string>(j, "activation_function", where, "gelu_new");
     TP_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh", ConfigError,
              "{}: activation_function '{}' is not supported (GPT-2 uses gelu_new)", where, act);
     c.tie_embeddings = true;
   } else if (type == "llama" || type == "mistral" || (type.empty() && j.contains("intermediate_size"))) {
     c.family = ModelFamily::Llama;
     c.vocab_size = required<int64_t>(j, "vocab_size", where);
-    c.max_seq = optional<int64_t>(j, "max_position_embeddings", 2048);
+    c.max_seq = optional<int64_t>(j, "max_position_embeddings", where, 2048);
     c.hidden = required<int64_t>(j, "hidden_size", where);
     c.layers = required<int64_t>(j, "num_hidden_layers", where);
     c.heads = required<int64_t>(j, "num_attention_heads", where);
-    c.kv_heads = optional<int64_t>(j, "num_key_value_heads", c.heads);
+    c.kv_heads = optional<int64_t>(j, "num_key_value_heads", where, c.heads);
     c.ffn_hidden = required<int64_t>(j, "intermediate_size", where);
-    c.norm_eps = optional<float>(j, "rms_norm_eps", 1e-6f);
-    c.rope_theta = optional<double>(j, "rope_theta", 10000.0);
-    c.tie_embeddings = optional<bool>(j, "tie_word_embeddings", false);
+    c.norm_eps = optional<float>(j, "rms_norm_eps", where, 1e-6f);
+    c.rope_theta = optional<double>(j, "rope_theta", where, 10000.0);
+    c.tie_embeddings = optional<bool>(j, "tie_word_embeddings", where, false);
     TP_CHECK(!j.contains("rope_scaling") || j.at("rope_scaling").is_null(), ConfigError,
              "{}: rope_scaling is not supported", where);
-    TP_CHECK(!optional<bool>(j, "attention_bias", false) && !optional<bool>(j, "mlp_bias", false), ConfigError,
+    TP_CHECK(!optional<bool>(j, "attention_bias", where, false) && !optional<bool>(j, "mlp_bias", where, false), ConfigError,
              "{}: Llama models with biases are not supported", where);
-    const std::string act = optional<std::string>(j, "hidden_act", "silu");
+    const std::string act = optional<std::string>(j, "hidden_act", where, "silu");
     TP_CHECK(act == "silu", ConfigError, "{}: hidden_act '{}' is not supported (Llama uses silu)", where, act);
   } else {
     throw ConfigError(fmt::format("{}: model_type '{}' is not supported; expected gpt2 or llama", where, type));
