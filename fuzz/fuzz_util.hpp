@@ -38,7 +38,8 @@ inline const std::string& temp_dir() {
 inline std::string write_file(const std::string& name, std::string_view bytes) {
   const std::string path = temp_dir() + "/" + name;
   FILE* f = std::fopen(path.c_str(), "wb");
-  if (!f || std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size() || std::fclose(f) != 0) {
+  // fwrite with an empty view would pass a null pointer (UB): skip it
+  if (!f || (!bytes.empty() && std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size()) || std::fclose(f) != 0) {
     std::perror(path.c_str());
     std::abort();
   }
