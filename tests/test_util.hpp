@@ -32,6 +32,25 @@ inline ::testing::AssertionResult all_close(std::span<const float> actual, std::
                                        << " (" << actual[worst] << " vs " << expected[worst] << ")";
 }
 
+// Unit roundoff of float (2^-24): one correctly rounded float operation has relative error <= kFloatU.
+inline constexpr double kFloatU = 0x1p-24;
+
+// Element-wise |a - b| <= tol[i]: for tolerances derived per element from an error bound. Reports
+// like all_close, plus the tolerance at the first bad index.
+inline ::testing::AssertionResult all_within(std::span<const float> actual, std::span<const float> expected,
+                                             std::span<const double> tol) {
+  if (actual.size() != expected.size() || actual.size() != tol.size())
+    return ::testing::AssertionFailure() << "sizes differ: " << actual.size() << " vs " << expected.size() << " vs "
+                                         << tol.size() << " tolerances";
+  for (size_t i = 0; i < actual.size(); ++i) {
+    const double diff = std::fabs(double(actual[i]) - double(expected[i]));
+    if (!(diff <= tol[i]))
+      return ::testing::AssertionFailure() << "first bad index " << i << ": " << actual[i] << " vs " << expected[i]
+                                           << ", |diff| " << diff << " > tolerance " << tol[i];
+  }
+  return ::testing::AssertionSuccess();
+}
+
 // Central finite difference of a scalar function with respect to x[i], in double precision steps.
 inline double central_difference(std::vector<float>& x, size_t i, const std::function<double()>& f,
                                  double eps = 1e-3) {

@@ -21,8 +21,12 @@ BpeModel::Cache& BpeModel::thread_cache() {
 }
 
 void BpeModel::add_token(const std::string& source, const std::string& token, int64_t id) {
-  TP_CHECK(id >= 0 && id < INT32_MAX && !token.empty(), IoError,
-           "{}: token '{}' has id {}; ids must be in [0, 2^31-1) and tokens non-empty", source, token, id);
+  // Bounded far above real vocabularies (GPT-2 50257, Llama 32000, the largest ~256k), so a corrupt id
+  // such as 2e9 is refused instead of sizing id_to_token_ to 64 GB (found by fuzz/fuzz_tokenizer).
+  constexpr int64_t kMaxTokenId = int64_t(1) << 22;
+  TP_CHECK(id >= 0 && id < kMaxTokenId && !token.empty(), IoError,
+           "{}: token '{}' has id {}; ids must be in [0, {}) and tokens non-empty; the file is corrupt", source, token,
+           id, kMaxTokenId);
   const auto [it, inserted] = token_to_id_.emplace(token, int32_t(id));
   TP_CHECK(inserted || it->second == id, IoError, "{}: token '{}' has two ids, {} and {}", source, token, it->second, id);
   if (size_t(id) >= id_to_token_.size()) id_to_token_.resize(size_t(id) + 1);
