@@ -99,27 +99,29 @@ Gpt2BpeTokenizer Gpt2BpeTokenizer::from_files(const std::string& vocab_json, con
 
 Gpt2BpeTokenizer Gpt2BpeTokenizer::from_tokenizer_json(const std::string& tokenizer_json) {
   const auto j = parse_tokenizer_json(tokenizer_json);
-  TP_CHECK(j.is_object() && j.contains("model") && j["model"].is_object(), IoError,
-           "{}: no 'model' object; expected a Hugging Face tokenizer.json", tokenizer_json);
-  const auto& model = j["model"];
-  const std::string type = model.value("type", std::string("BPE"));
-  TP_CHECK(type == "BPE", ConfigError,
-           "{}: model.type is '{}'; only BPE tokenizers are supported (provide vocab.json + merges.txt)",
-           tokenizer_json, type);
-  const auto pre = j.find("pre_tokenizer");
-  const bool byte_level = pre != j.end() && pre->is_object() && pre->value("type", std::string()) == "ByteLevel" &&
-                          pre->value("use_regex", true) && !pre->value("add_prefix_space", false);
-  TP_CHECK(byte_level, ConfigError,
-           "{}: pre_tokenizer is {}; only GPT-2's ByteLevel (use_regex true, add_prefix_space false) is supported",
-           tokenizer_json, pre == j.end() ? std::string("missing") : pre->dump());
-  Gpt2BpeTokenizer t;
-  read_bpe_model(model, tokenizer_json, t.bpe_);
-  read_added_tokens(j, tokenizer_json, [&](const std::string& content, int64_t id) {
-    t.bpe_.add_token(tokenizer_json, content, id);
-    t.added_.add(content, int32_t(id));
+  return with_json_errors(tokenizer_json, [&] {
+    TP_CHECK(j.is_object() && j.contains("model") && j["model"].is_object(), IoError,
+             "{}: no 'model' object; expected a Hugging Face tokenizer.json", tokenizer_json);
+    const auto& model = j["model"];
+    const std::string type = model.value("type", std::string("BPE"));
+    TP_CHECK(type == "BPE", ConfigError,
+             "{}: model.type is '{}'; only BPE tokenizers are supported (provide vocab.json + merges.txt)",
+             tokenizer_json, type);
+    const auto pre = j.find("pre_tokenizer");
+    const bool byte_level = pre != j.end() && pre->is_object() && pre->value("type", std::string()) == "ByteLevel" &&
+                            pre->value("use_regex", true) && !pre->value("add_prefix_space", false);
+    TP_CHECK(byte_level, ConfigError,
+             "{}: pre_tokenizer is {}; only GPT-2's ByteLevel (use_regex true, add_prefix_space false) is supported",
+             tokenizer_json, pre == j.end() ? std::string("missing") : pre->dump());
+    Gpt2BpeTokenizer t;
+    read_bpe_model(model, tokenizer_json, t.bpe_);
+    read_added_tokens(j, tokenizer_json, [&](const std::string& content, int64_t id) {
+      t.bpe_.add_token(tokenizer_json, content, id);
+      t.added_.add(content, int32_t(id));
+    });
+    t.finish(tokenizer_json);
+    return t;
   });
-  t.finish(tokenizer_json);
-  return t;
 }
 
 void Gpt2BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {

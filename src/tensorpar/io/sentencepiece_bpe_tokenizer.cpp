@@ -53,104 +53,106 @@ bool is_string_pattern(const nlohmann::json& n, std::string_view from, std::stri
 
 SentencePieceBpeTokenizer SentencePieceBpeTokenizer::from_tokenizer_json(const std::string& path) {
   const auto j = parse_tokenizer_json(path);
-  TP_CHECK(j.is_object() && j.contains("model") && j["model"].is_object(), IoError,
-           "{}: no 'model' object; expected a Hugging Face tokenizer.json", path);
-  const auto& model = j["model"];
-  TP_CHECK(model.value("type", std::string("BPE")) == "BPE", ConfigError,
-           "{}: model.type is '{}'; only BPE tokenizers are supported", path, model.value("type", std::string()));
-  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
-    TP_CHECK(!model.contains(key) || model[key].is_null() || model[key] == "", ConfigError,
-             "{}: model.{} is set; only SentencePiece-style BPE without word prefixes/suffixes is supported", path, key);
-  SentencePieceBpeTokenizer t;
-  read_bpe_model(model, path, t.bpe_);
-  read_added_tokens(j, path, [&](const std::string& content, int64_t id) {
-    t.bpe_.add_token(path, content, id);
-    t.added_.add(content, int32_t(id));
-  });
-  t.byte_fallback_ = model.value("byte_fallback", false);
-  if (model.contains("unk_token") && model["unk_token"].is_string()) {
-    t.unk_ = t.bpe_.find(model["unk_token"].get<std::string>());
-    TP_CHECK(t.unk_.has_value(), IoError, "{}: model.unk_token '{}' is not in the vocabulary", path,
-             model["unk_token"].get<std::string>());
-  }
-
-  // Spaces to "▁" and the prefix "▁": the normalizer form (Llama 2's file) or the Metaspace form.
-  bool replaces = false, prepends = false;
-  const auto& norm = j.contains("normalizer") ? j["normalizer"] : nlohmann::json();
-  std::vector<nlohmann::json> normalizers;
-  if (norm.is_object() && norm.value("type", std::string()) == "Sequence" && norm.contains("normalizers"))
-    for (const auto& n : norm["normalizers"]) normalizers.push_back(n);
-  else if (!norm.is_null())
-    normalizers.push_back(norm);
-  for (const auto& n : normalizers) {
-    const std::string type = n.is_object() ? n.value("type", std::string()) : std::string();
-    if (type == "Prepend" && n.value("prepend", std::string()) == kSpace) prepends = true;
-    else if (type == "Replace" && is_string_pattern(n, " ", kSpace)) replaces = true;
-    else
-      throw ConfigError(fmt::format("{}: normalizer {} is not supported (only Prepend \"▁\" and Replace \" \" -> \"▁\", "
-                                    "as Llama's tokenizer.json has)",
-                                    path, n.dump()));
-  }
-  t.replace_spaces_ = replaces;
-  t.prepend_ = prepends;
-  const auto& pre = j.contains("pre_tokenizer") ? j["pre_tokenizer"] : nlohmann::json();
-  if (!pre.is_null()) {
-    TP_CHECK(pre.is_object() && pre.value("type", std::string()) == "Metaspace" &&
-                 pre.value("replacement", std::string(kSpace)) == kSpace,
-             ConfigError, "{}: pre_tokenizer {} is not supported (only none or Metaspace with \"▁\")", path, pre.dump());
-    std::string scheme = pre.value("prepend_scheme", std::string());
-    if (scheme.empty()) scheme = pre.value("add_prefix_space", true) ? "always" : "never";
-    TP_CHECK(scheme == "always" || scheme == "first" || scheme == "never", ConfigError,
-             "{}: Metaspace prepend_scheme '{}' is not one of always, first, never", path, scheme);
-    t.replace_spaces_ = true;
-    t.prepend_ = scheme != "never";
-    t.prepend_always_ = false;  // Metaspace does not prepend to text that starts with a space
-    t.prepend_each_segment_ = scheme == "always";
-    t.split_words_ = pre.value("split", true);
-  }
-
-  const auto& post = j.contains("post_processor") ? j["post_processor"] : nlohmann::json();
-  if (!post.is_null()) {
-    TP_CHECK(post.is_object() && post.value("type", std::string()) == "TemplateProcessing" && post.contains("single") &&
-                 post["single"].is_array(),
-             ConfigError, "{}: post_processor {} is not supported (only TemplateProcessing)", path, post.dump());
-    bool after = false;
-    for (const auto& item : post["single"]) {
-      if (item.contains("Sequence")) {
-        after = true;
-        continue;
-      }
-      TP_CHECK(item.contains("SpecialToken") && item["SpecialToken"].contains("id"), ConfigError,
-               "{}: post_processor item {} is neither a Sequence nor a SpecialToken", path, item.dump());
-      const std::string name = item["SpecialToken"]["id"].get<std::string>();
-      std::vector<int32_t> ids;
-      if (post.contains("special_tokens") && post["special_tokens"].contains(name))
-        for (const auto& id : post["special_tokens"][name].value("ids", nlohmann::json::array())) ids.push_back(id.get<int32_t>());
-      else if (const auto id = t.bpe_.find(name))
-        ids.push_back(*id);
-      TP_CHECK(!ids.empty(), IoError, "{}: post_processor names special token '{}' that has no id", path, name);
-      auto& dest = after ? t.suffix_ : t.prefix_;
-      dest.insert(dest.end(), ids.begin(), ids.end());
+  return with_json_errors(path, [&] {
+    TP_CHECK(j.is_object() && j.contains("model") && j["model"].is_object(), IoError,
+             "{}: no 'model' object; expected a Hugging Face tokenizer.json", path);
+    const auto& model = j["model"];
+    TP_CHECK(model.value("type", std::string("BPE")) == "BPE", ConfigError,
+             "{}: model.type is '{}'; only BPE tokenizers are supported", path, model.value("type", std::string()));
+    for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
+      TP_CHECK(!model.contains(key) || model[key].is_null() || model[key] == "", ConfigError,
+               "{}: model.{} is set; only SentencePiece-style BPE without word prefixes/suffixes is supported", path, key);
+    SentencePieceBpeTokenizer t;
+    read_bpe_model(model, path, t.bpe_);
+    read_added_tokens(j, path, [&](const std::string& content, int64_t id) {
+      t.bpe_.add_token(path, content, id);
+      t.added_.add(content, int32_t(id));
+    });
+    t.byte_fallback_ = model.value("byte_fallback", false);
+    if (model.contains("unk_token") && model["unk_token"].is_string()) {
+      t.unk_ = t.bpe_.find(model["unk_token"].get<std::string>());
+      TP_CHECK(t.unk_.has_value(), IoError, "{}: model.unk_token '{}' is not in the vocabulary", path,
+               model["unk_token"].get<std::string>());
     }
-  }
 
-  for (int b = 0; b < 256; ++b) {
-    char name[8];
-    std::snprintf(name, sizeof(name), "<0x%02X>", b);
-    t.byte_ids_[b] = t.bpe_.find(name).value_or(-1);
-  }
-  // A '\n' never merges with its neighbours when neither it nor its byte token is part of any merge.
-  const auto newline = t.bpe_.find("\n");
-  const int32_t newline_id = newline ? *newline : t.byte_ids_['\n'];
-  t.cut_before_space_ = true;
-  for (int32_t id = 0; id < t.bpe_.size() && t.cut_before_space_; ++id) {
-    if (!t.bpe_.has_id(id)) continue;
-    const std::string& token = t.bpe_.token(id);
-    for (size_t at = token.find(kSpace, 1); at != std::string::npos; at = token.find(kSpace, at + 1))
-      if (at < kSpace.size() || token.compare(at - kSpace.size(), kSpace.size(), kSpace) != 0) t.cut_before_space_ = false;
-  }
-  t.newline_is_barrier_ = newline_id >= 0 && !t.bpe_.merges_with(newline_id) && !t.added_.any_contains('\n');
-  return t;
+    // Spaces to "▁" and the prefix "▁": the normalizer form (Llama 2's file) or the Metaspace form.
+    bool replaces = false, prepends = false;
+    const auto& norm = j.contains("normalizer") ? j["normalizer"] : nlohmann::json();
+    std::vector<nlohmann::json> normalizers;
+    if (norm.is_object() && norm.value("type", std::string()) == "Sequence" && norm.contains("normalizers"))
+      for (const auto& n : norm["normalizers"]) normalizers.push_back(n);
+    else if (!norm.is_null())
+      normalizers.push_back(norm);
+    for (const auto& n : normalizers) {
+      const std::string type = n.is_object() ? n.value("type", std::string()) : std::string();
+      if (type == "Prepend" && n.value("prepend", std::string()) == kSpace) prepends = true;
+      else if (type == "Replace" && is_string_pattern(n, " ", kSpace)) replaces = true;
+      else
+        throw ConfigError(fmt::format("{}: normalizer {} is not supported (only Prepend \"▁\" and Replace \" \" -> \"▁\", "
+                                      "as Llama's tokenizer.json has)",
+                                      path, n.dump()));
+    }
+    t.replace_spaces_ = replaces;
+    t.prepend_ = prepends;
+    const auto& pre = j.contains("pre_tokenizer") ? j["pre_tokenizer"] : nlohmann::json();
+    if (!pre.is_null()) {
+      TP_CHECK(pre.is_object() && pre.value("type", std::string()) == "Metaspace" &&
+                   pre.value("replacement", std::string(kSpace)) == kSpace,
+               ConfigError, "{}: pre_tokenizer {} is not supported (only none or Metaspace with \"▁\")", path, pre.dump());
+      std::string scheme = pre.value("prepend_scheme", std::string());
+      if (scheme.empty()) scheme = pre.value("add_prefix_space", true) ? "always" : "never";
+      TP_CHECK(scheme == "always" || scheme == "first" || scheme == "never", ConfigError,
+               "{}: Metaspace prepend_scheme '{}' is not one of always, first, never", path, scheme);
+      t.replace_spaces_ = true;
+      t.prepend_ = scheme != "never";
+      t.prepend_always_ = false;  // Metaspace does not prepend to text that starts with a space
+      t.prepend_each_segment_ = scheme == "always";
+      t.split_words_ = pre.value("split", true);
+    }
+
+    const auto& post = j.contains("post_processor") ? j["post_processor"] : nlohmann::json();
+    if (!post.is_null()) {
+      TP_CHECK(post.is_object() && post.value("type", std::string()) == "TemplateProcessing" && post.contains("single") &&
+                   post["single"].is_array(),
+               ConfigError, "{}: post_processor {} is not supported (only TemplateProcessing)", path, post.dump());
+      bool after = false;
+      for (const auto& item : post["single"]) {
+        if (item.contains("Sequence")) {
+          after = true;
+          continue;
+        }
+        TP_CHECK(item.contains("SpecialToken") && item["SpecialToken"].contains("id"), ConfigError,
+                 "{}: post_processor item {} is neither a Sequence nor a SpecialToken", path, item.dump());
+        const std::string name = item["SpecialToken"]["id"].get<std::string>();
+        std::vector<int32_t> ids;
+        if (post.contains("special_tokens") && post["special_tokens"].contains(name))
+          for (const auto& id : post["special_tokens"][name].value("ids", nlohmann::json::array())) ids.push_back(id.get<int32_t>());
+        else if (const auto id = t.bpe_.find(name))
+          ids.push_back(*id);
+        TP_CHECK(!ids.empty(), IoError, "{}: post_processor names special token '{}' that has no id", path, name);
+        auto& dest = after ? t.suffix_ : t.prefix_;
+        dest.insert(dest.end(), ids.begin(), ids.end());
+      }
+    }
+
+    for (int b = 0; b < 256; ++b) {
+      char name[8];
+      std::snprintf(name, sizeof(name), "<0x%02X>", b);
+      t.byte_ids_[b] = t.bpe_.find(name).value_or(-1);
+    }
+    // A '\n' never merges with its neighbours when neither it nor its byte token is part of any merge.
+    const auto newline = t.bpe_.find("\n");
+    const int32_t newline_id = newline ? *newline : t.byte_ids_['\n'];
+    t.cut_before_space_ = true;
+    for (int32_t id = 0; id < t.bpe_.size() && t.cut_before_space_; ++id) {
+      if (!t.bpe_.has_id(id)) continue;
+      const std::string& token = t.bpe_.token(id);
+      for (size_t at = token.find(kSpace, 1); at != std::string::npos; at = token.find(kSpace, at + 1))
+        if (at < kSpace.size() || token.compare(at - kSpace.size(), kSpace.size(), kSpace) != 0) t.cut_before_space_ = false;
+    }
+    t.newline_is_barrier_ = newline_id >= 0 && !t.bpe_.merges_with(newline_id) && !t.added_.any_contains('\n');
+    return t;
+  });
 }
 
 void SentencePieceBpeTokenizer::initial_symbols(std::string_view word, std::vector<int32_t>& symbols) const {

@@ -17,6 +17,17 @@ void read_bpe_model(const nlohmann::json& model, const std::string& source, BpeM
 // The added_tokens array (each {"id", "content"}); calls add(content, id) for each.
 template <class Add>
 void read_added_tokens(const nlohmann::json& j, const std::string& source, Add&& add);
+// Runs read(): a value of the wrong JSON type deep in the file ({"model": {"type": 1}},
+// "use_regex": "yes") makes nlohmann's value()/get() throw type_error; that is a malformed file like
+// any other, so it becomes an IoError naming `source` (found by fuzz/fuzz_tokenizer).
+template <class Read>
+auto with_json_errors(const std::string& source, Read&& read) {
+  try {
+    return read();
+  } catch (const nlohmann::json::exception& e) {
+    throw IoError(fmt::format("{}: unexpected JSON structure ({}); re-download the tokenizer file", source, e.what()));
+  }
+}
 
 template <class Add>
 void read_added_tokens(const nlohmann::json& j, const std::string& source, Add&& add) {
