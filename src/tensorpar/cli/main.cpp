@@ -72,6 +72,7 @@ int main(int argc, char** argv) {
   tensorpar::cli::add_bench_command(app, run);
   tensorpar::cli::add_eval_command(app, run);
   tensorpar::cli::add_generate_command(app, run);
+  tensorpar::cli::add_plan_command(app, run);
 
   try {
     app.parse(argc, argv);
