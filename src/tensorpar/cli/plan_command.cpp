@@ -171,7 +171,8 @@ void add_plan_command(CLI::App& app, Runner& run) {
         probe_json = {{"hosts", p.hosts},           {"ranks_per_host", p.ranks_per_host},
                       {"step_flops", p.step_flops}, {"gemm_flops_by_tp", p.gemm_flops_by_tp},
                       {"intra_bw", p.intra_bw},     {"intra_latency", p.intra_latency},
-                      {"inter_bw", p.inter_bw},     {"inter_latency", p.inter_latency}};
+                      {"inter_bw", p.inter_bw},     {"inter_latency", p.inter_latency},
+                      {"tp_bw_by_tp", p.tp_bw_by_tp}, {"dp_bw_by_tp", p.dp_bw_by_tp}};
       }
       if (a->hosts > 0) hw.hosts = a->hosts;
       if (a->ranks_per_host > 0) hw.ranks_per_host = a->ranks_per_host;

@@ -207,12 +207,15 @@ std::vector<LayoutPlan> plan_layouts(const PlanModel& m, const PlanHardware& hw)
     p.flops_per_rank = step_flops_per_rank(c, p.micro_batch, m.seq, tp, m.compute);
     p.compute_s = p.flops_per_rank / hw.flops_for(tp);
     // a link shared by the groups that cross it together: R / (the group's ranks on one host)
-    const double tp_bw = p.tp_crosses_hosts ? hw.inter_bw / std::max(1, R / std::min(tp, R)) : hw.intra_bw;
+    auto measured = [tp](const std::vector<double>& v) { return size_t(tp) < v.size() ? v[size_t(tp)] : 0.0; };
+    double tp_bw = p.tp_crosses_hosts ? hw.inter_bw / std::max(1, R / std::min(tp, R)) : hw.intra_bw;
+    if (measured(hw.tp_bw_by_tp) > 0) tp_bw = measured(hw.tp_bw_by_tp);
     const double tp_lat = p.tp_crosses_hosts ? hw.inter_latency : hw.intra_latency;
     p.tp_comm_s = comm_seconds(p.tp_comm, tp, tp_bw, tp_lat);
     const int kv_sharing = int(std::max<int64_t>(1, tp / c.kv_heads_or_heads()));
     p.tp_comm_s += comm_seconds(p.kv_comm, kv_sharing, tp_bw, tp_lat);
-    const double dp_bw = p.dp_crosses_hosts ? hw.inter_bw / std::max(1, R / dp_per_host) : hw.intra_bw;
+    double dp_bw = p.dp_crosses_hosts ? hw.inter_bw / std::max(1, R / dp_per_host) : hw.intra_bw;
+    if (measured(hw.dp_bw_by_tp) > 0) dp_bw = measured(hw.dp_bw_by_tp);
     p.dp_comm_s = comm_seconds(p.dp_comm, p.dp, dp_bw, p.dp_crosses_hosts ? hw.inter_latency : hw.intra_latency);
     p.step_s = p.compute_s + p.tp_comm_s + p.dp_comm_s;
     p.tokens_per_s = double(m.global_batch * m.seq) / p.step_s;

@@ -44,6 +44,10 @@ struct PlanHardware {
   double flops = 10e9;
   std::vector<double> flops_by_tp;
   double flops_for(int tp) const;
+  // Bus bandwidth of the TP and of the DP groups' all-reduces per TP degree (index t), measured by a
+  // probe on the layout's own groups, all at once, at the step's message sizes; 0 = derive it from
+  // intra_bw / inter_bw and the placement as above.
+  std::vector<double> tp_bw_by_tp, dp_bw_by_tp;
 };
 
 // Per rank, bytes.

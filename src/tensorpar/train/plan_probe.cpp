@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "tensorpar/comm/host.hpp"
+#include "tensorpar/comm/mesh.hpp"
 #include "tensorpar/core/rng.hpp"
 #include "tensorpar/kernels/gemm.hpp"
 #include "tensorpar/model/transformer.hpp"
@@ -125,6 +126,25 @@ ProbeResult probe_hardware(ProcessGroup& world, const PlanModel& m, const std::v
   world.all_reduce(std::span<double>(worst, 4), {ReduceOp::Max});
   if (r.ranks_per_host > 1) r.intra_bw = -worst[0], r.intra_latency = worst[1];
   if (r.hosts > 1) r.inter_bw = -worst[2], r.inter_latency = worst[3];
+
+  // each layout's own groups, every group at once as in training, at the sizes of one step's messages
+  // (the ring over one pair's bandwidth did not describe Open MPI's 4-rank all-reduce across hosts)
+  for (int tp : tps) {
+    if (size_t(tp) >= r.tp_bw_by_tp.size()) r.tp_bw_by_tp.resize(size_t(tp) + 1, 0), r.dp_bw_by_tp.resize(size_t(tp) + 1, 0);
+    Mesh mesh(world, tp);
+    const int64_t tokens = m.global_batch / mesh.dp_size() * T;
+    double seconds[2] = {0, 0};
+    std::vector<float> act(size_t(std::max<int64_t>(1, tokens * c.hidden)));
+    std::vector<float> grads(size_t(parameter_elements_per_rank(c, tp)));
+    world.barrier();
+    if (tp > 1) seconds[0] = time_median(3, [&] { mesh.tp().all_reduce(std::span<float>(act)); });
+    world.barrier();
+    if (mesh.dp_size() > 1) seconds[1] = time_median(3, [&] { mesh.dp().all_reduce(std::span<float>(grads)); });
+    world.all_reduce(std::span<double>(seconds, 2), {ReduceOp::Max});
+    const int d = mesh.dp_size();
+    if (tp > 1) r.tp_bw_by_tp[size_t(tp)] = 2.0 * (tp - 1) / tp * double(act.size() * sizeof(float)) / seconds[0];
+    if (d > 1) r.dp_bw_by_tp[size_t(tp)] = 2.0 * (d - 1) / d * double(grads.size() * sizeof(float)) / seconds[1];
+  }
   return r;
 }
 
@@ -136,6 +156,8 @@ void apply_probe(PlanHardware& hw, const ProbeResult& p) {
     if (base > 0 && p.gemm_flops_by_tp[t] > 0) hw.flops_by_tp[t] = p.step_flops * p.gemm_flops_by_tp[t] / base;
   if (p.intra_bw > 0) hw.intra_bw = p.intra_bw, hw.intra_latency = p.intra_latency;
   if (p.inter_bw > 0) hw.inter_bw = p.inter_bw, hw.inter_latency = p.inter_latency;
+  hw.tp_bw_by_tp = p.tp_bw_by_tp;
+  hw.dp_bw_by_tp = p.dp_bw_by_tp;
 }
 
 }  // namespace tensorpar

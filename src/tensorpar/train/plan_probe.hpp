@@ -18,6 +18,9 @@ struct ProbeResult {
   std::vector<double> gemm_flops_by_tp;  // FLOP/s per rank of the GEMMs at TP=t's shapes (index t; 0 = not probed)
   double intra_bw = 0, intra_latency = 0;  // 0: one rank per host, not measured
   double inter_bw = 0, inter_latency = 0;  // 0: one host, not measured
+  // bus bandwidth of each TP degree's TP and DP groups (comm/mesh.hpp), all groups at once, at the
+  // step's sizes: a TP all-reduce of (tokens, hidden), the DP all-reduce of all gradients (0 = size 1)
+  std::vector<double> tp_bw_by_tp, dp_bw_by_tp;
 };
 
 // Probes the TP degrees in `tps` (each must be valid for the model). ranks_per_host > 0: hosts hold
