@@ -20,6 +20,7 @@ void add_eval_command(CLI::App& app, Runner& run);
 void add_generate_command(CLI::App& app, Runner& run);
 void add_tokenize_command(CLI::App& app, Runner& run);
 void add_serve_command(CLI::App& app, Runner& run);
+void add_plan_command(CLI::App& app, Runner& run);
 
 // Prints on rank 0 only (stdout); the other ranks say nothing.
 void print_rank0(const ProcessGroup& world, const std::string& text);

@@ -128,6 +128,7 @@ int main(int argc, char** argv) {
   tensorpar::cli::add_generate_command(app, run);
   tensorpar::cli::add_tokenize_command(app, run);
   tensorpar::cli::add_serve_command(app, run);
+  tensorpar::cli::add_plan_command(app, run);
 
   try {
     app.parse(argc, argv);
