@@ -92,6 +92,16 @@ void add_train_command(CLI::App& app, Runner& run) {
   cmd->add_option("--seq", o->seq, "sequence length")->capture_default_str();
   cmd->add_option("--batch", o->batch, "sequences per micro-batch (per data-parallel rank)")->capture_default_str();
   cmd->add_option("--grad-accum", o->grad_accum, "micro-batches per step")->capture_default_str();
+  cmd->add_option("--dp-bucket-mb", o->dp_bucket_mb,
+                  "data-parallel gradient bucket size in MB, all-reduced during backward (0: per parameter after it)")
+      ->capture_default_str();
+  cmd->add_option_function<std::string>(
+         "--dp-overlap",
+         [o](const std::string& mode) {
+           o->dp_async = mode == "deferred" ? AsyncMode::Deferred : AsyncMode::Nonblocking;
+         },
+         "how bucket all-reduces run: nonblocking (MPI_Iallreduce, overlaps backward) or deferred (blocking, at the step's end) [nonblocking]")
+      ->check(CLI::IsMember({"nonblocking", "deferred"}));
   cmd->add_option("--steps", o->steps, "optimizer steps")->capture_default_str();
   cmd->add_option("--lr", o->schedule.lr, "peak learning rate")->capture_default_str();
   cmd->add_option("--warmup", o->schedule.warmup_steps, "linear warm-up steps")->capture_default_str();
