@@ -165,7 +165,7 @@ void add_train_command(CLI::App& app, Runner& run) {
       double peak_rss_mb = double(usage.ru_maxrss) / 1024.0;  // kB -> MB
       world.all_reduce(std::span<double>(&peak_rss_mb, 1), {ReduceOp::Max});
       nlohmann::json j{{"loss", r.loss}, {"tokens_per_s", r.tokens_per_s}, {"grad_norm", r.grad_norm},
-                       {"steps", r.steps}, {"parameters", r.parameters}, {"peak_rss_mb", peak_rss_mb}};
+                       {"steps", r.steps}, {"parameters", r.parameters}, {"dp_buckets", r.dp_buckets}, {"peak_rss_mb", peak_rss_mb}};
       if (r.val_loss >= 0) j["val_loss"] = r.val_loss;
       if (!options.out.empty()) j["out"] = options.out;
       if (!r.last_checkpoint.empty()) j["checkpoint"] = r.last_checkpoint;
