@@ -92,6 +92,16 @@ void add_train_command(CLI::App& app, Runner& run) {
   cmd->add_option("--seq", o->seq, "sequence length")->capture_default_str();
   cmd->add_option("--batch", o->batch, "sequences per micro-batch (per data-parallel rank)")->capture_default_str();
   cmd->add_option("--grad-accum", o->grad_accum, "micro-batches per step")->capture_default_str();
+  cmd->add_option("--dp-bucket-mb", o->dp_bucket_mb,
+                  "data-parallel gradient bucket size in MB, all-reduced during backward (0: per parameter after it)")
+      ->capture_default_str();
+  cmd->add_option_function<std::string>(
+         "--dp-overlap",
+         [o](const std::string& mode) {
+           o->dp_async = mode == "deferred" ? AsyncMode::Deferred : AsyncMode::Nonblocking;
+         },
+         "how bucket all-reduces run: nonblocking (MPI_Iallreduce, overlaps backward) or deferred (blocking, at the step's end) [nonblocking]")
+      ->check(CLI::IsMember({"nonblocking", "deferred"}));
   cmd->add_option("--steps", o->steps, "optimizer steps")->capture_default_str();
   cmd->add_option("--lr", o->schedule.lr, "peak learning rate")->capture_default_str();
   cmd->add_option("--warmup", o->schedule.warmup_steps, "linear warm-up steps")->capture_default_str();
@@ -155,7 +165,7 @@ void add_train_command(CLI::App& app, Runner& run) {
       double peak_rss_mb = double(usage.ru_maxrss) / 1024.0;  // kB -> MB
       world.all_reduce(std::span<double>(&peak_rss_mb, 1), {ReduceOp::Max});
       nlohmann::json j{{"loss", r.loss}, {"tokens_per_s", r.tokens_per_s}, {"grad_norm", r.grad_norm},
-                       {"steps", r.steps}, {"parameters", r.parameters}, {"peak_rss_mb", peak_rss_mb}};
+                       {"steps", r.steps}, {"parameters", r.parameters}, {"dp_buckets", r.dp_buckets}, {"peak_rss_mb", peak_rss_mb}};
       if (r.val_loss >= 0) j["val_loss"] = r.val_loss;
       if (!options.out.empty()) j["out"] = options.out;
       if (!r.last_checkpoint.empty()) j["checkpoint"] = r.last_checkpoint;

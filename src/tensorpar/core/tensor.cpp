@@ -51,6 +51,19 @@ Tensor Tensor::view() const {
   return t;
 }
 
+Tensor Tensor::view_range(int64_t offset, Shape shape) const {
+  const int64_t n = shape_numel(shape);
+  TP_CHECK(offset >= 0 && n >= 0 && offset + n <= numel_, Error, "view of elements [{}, {}) of a tensor of {}",
+           offset, offset + n, numel_);
+  Tensor t;
+  t.shape_ = std::move(shape);
+  t.numel_ = n;
+  t.dtype_ = dtype_;
+  std::byte* base = data_.get() + size_t(offset) * dtype_size(dtype_);
+  t.data_ = std::unique_ptr<std::byte, detail::FreeDeleter>(base, detail::FreeDeleter{false});
+  return t;
+}
+
 float* Tensor::f32() {
   TP_CHECK(dtype_ == DType::F32, Error, "tensor of dtype {} used as F32", dtype_name(dtype_));
   return reinterpret_cast<float*>(data_.get());

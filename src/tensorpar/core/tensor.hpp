@@ -64,6 +64,9 @@ class Tensor {
   // The same buffer, shape and dtype, not owned: several layers keep an activation in one buffer
   // owned elsewhere (activation recomputation). It must not outlive this tensor.
   Tensor view() const;
+  // A non-owning tensor of `shape` over this one's elements [offset, offset + numel(shape)): the
+  // parameter gradients viewing one contiguous arena. It must not outlive this tensor.
+  Tensor view_range(int64_t offset, Shape shape) const;
   bool owns_data() const { return data_.get_deleter().owns; }
 
   const Shape& shape() const { return shape_; }

@@ -275,6 +275,54 @@ TransformerLM::TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_
     for (const Parameter* p : partial_grad_parameters_) total += p->grad.numel();
     partial_grad_buffer_ = Tensor({total});
   }
+  build_grad_arena();
+}
+
+void TransformerLM::build_grad_arena() {
+  constexpr int64_t kAlign = int64_t(Tensor::kAlignment / sizeof(float));
+  auto round_up = [](int64_t n) { return (n + kAlign - 1) / kAlign * kAlign; };
+  std::vector<int64_t> ends;  // arena end after each group below
+  auto add = [&](const std::vector<Parameter*>& group) {
+    for (Parameter* p : group) grad_order_.push_back(p);
+  };
+  const size_t layers = blocks_.size();
+  // backward order: untied head, final norm, blocks last to first, then embedding and positions
+  std::vector<std::vector<Parameter*>> groups;
+  std::vector<Parameter*> first;
+  if (!lm_head_weight_.value.empty()) first.push_back(&lm_head_weight_);
+  final_norm_.collect_parameters(first);
+  groups.push_back(first);
+  for (size_t l = layers; l-- > 0;) {
+    std::vector<Parameter*> block;
+    blocks_[l]->collect_parameters(block);
+    groups.push_back(block);
+  }
+  std::vector<Parameter*> last{&embedding_.weight};
+  if (config_.family == ModelFamily::Gpt2) last.push_back(&position_);
+  groups.push_back(last);
+  std::vector<int64_t> offsets;
+  int64_t total = 0;
+  for (const auto& group : groups) {
+    add(group);
+    for (const Parameter* p : group) {
+      offsets.push_back(total);
+      total += round_up(p->grad.numel());
+    }
+    ends.push_back(total);
+  }
+  TP_CHECK_EQ(grad_order_.size(), parameters_.size(), "parameters in the gradient arena");
+  grad_arena_ = Tensor({total});
+  for (size_t i = 0; i < grad_order_.size(); ++i) {
+    Parameter* p = grad_order_[i];
+    p->grad = grad_arena_.view_range(offsets[i], p->value.shape());
+  }
+  ready_after_final_norm_ = ends[0];
+  ready_after_block_.assign(layers, 0);
+  for (size_t l = 0; l < layers; ++l) ready_after_block_[l] = ends[1 + (layers - 1 - l)];
+}
+
+int64_t TransformerLM::grad_offset(const Parameter& p) const {
+  return int64_t(p.grad.f32() - grad_arena_.f32());
 }
 
 int64_t TransformerLM::local_tokens(int64_t N) const {
@@ -305,9 +353,7 @@ Parameter& TransformerLM::parameter(const std::string& name) {
   throw Error(fmt::format("model has no parameter named '{}'", name));
 }
 
-void TransformerLM::zero_grad() {
-  for (Parameter* p : parameters_) p->grad.zero();
-}
+void TransformerLM::zero_grad() { grad_arena_.zero(); }
 
 void TransformerLM::embed(const int32_t* tokens, int64_t B, int64_t T) {
   const int64_t C = config_.hidden, N = B * T, Nl = local_tokens(N);
@@ -340,7 +386,10 @@ float TransformerLM::forward(const int32_t* tokens, const int32_t* targets, int6
   return lm_head_->forward(losses_.f32(), final_out_.f32(), targets, B * T);
 }
 
-void TransformerLM::backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, float loss_scale) {
+void TransformerLM::backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, float loss_scale,
+                             const GradsReady& on_grads_ready) {
+  // with sequence parallelism the norm and position gradients are partial until the very end
+  const bool early = on_grads_ready && !sequence_parallel();
   const int64_t N = B * T, C = config_.hidden, Nl = local_tokens(N), NC = Nl * C;
   float* grad = grad_.f32();
   float* grad_norm = grad_norm_.f32();
@@ -350,11 +399,13 @@ void TransformerLM::backward(const int32_t* tokens, const int32_t* targets, int6
   }
   grad_.zero();
   final_norm_.backward(grad, grad_norm, residuals_.f32() + blocks_.size() * NC, Nl);
+  if (early) on_grads_ready(ready_after_final_norm_);
   for (size_t l = blocks_.size(); l-- > 0;) {
     // the shared buffers still hold the last block's activations from forward
     if (options_.recompute == Recompute::Full && l + 1 < blocks_.size())
       blocks_[l]->recompute(residuals_.f32() + l * NC, B, T, Nl);
     blocks_[l]->backward(grad, grad_norm, residuals_.f32() + l * NC, B, T, Nl);
+    if (early) on_grads_ready(ready_after_block_[l]);
   }
   TP_PROFILE_SCOPE("embedding backward");
   embedding_.backward(grad, tokens, N);
@@ -363,6 +414,7 @@ void TransformerLM::backward(const int32_t* tokens, const int32_t* targets, int6
     for (int64_t i = 0; i < Nl; ++i) add_inplace(position_.grad.f32() + (first + i) % T * C, grad + i * C, C);
   }
   if (sequence_parallel()) sum_partial_gradients();
+  if (on_grads_ready) on_grads_ready(int64_t(grad_arena_.numel()));
 }
 
 int64_t TransformerLM::activation_bytes_per_layer() const {

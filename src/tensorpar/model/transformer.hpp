@@ -10,6 +10,7 @@
 // vocab-sharded logits of the last new position gathered whole (1 all-gather).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -68,7 +69,12 @@ class TransformerLM {
   // Accumulates the gradients of loss_scale * (mean loss) into every parameter's grad. Collective:
   // besides the layers' own, with sequence parallelism it ends with one all-reduce of the norm and
   // position gradients (each rank saw only its tokens).
-  void backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, float loss_scale = 1.0f);
+  // on_grads_ready(n), if given, is called as backward goes with a growing n: the first n elements of
+  // grad_arena() hold their final gradients for this backward (data-parallel buckets start their
+  // all-reduce from it while the rest of the backward runs); the last call has n = grad_arena().size().
+  using GradsReady = std::function<void(int64_t)>;
+  void backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, float loss_scale = 1.0f,
+                const GradsReady& on_grads_ready = {});
   // Logits over the real vocabulary at the last position of each row: out (B, vocab_size), whole on every rank.
   void last_logits(float* out, const int32_t* tokens, int64_t B, int64_t T);
   // Inference: tokens (B, n_new) at positions past_len .. past_len+n_new-1 of each row, whose earlier
@@ -86,6 +92,14 @@ class TransformerLM {
   int64_t kv_heads_per_partition() const;
 
   void zero_grad();
+  // Every parameter's grad is a view into this one 64-byte aligned buffer (as llm.c keeps them), each
+  // starting on a 64-byte boundary (zero padding between), ordered as backward finalises them:
+  // untied LM head, final norm, last block .. first block, embedding, positions. One buffer lets
+  // data parallelism reduce gradients in a few large buckets filled front to back during backward.
+  std::span<float> grad_arena() { return grad_arena_.span(); }
+  // The parameters in arena order, and where each one's gradient starts in the arena.
+  const std::vector<Parameter*>& grad_order() const { return grad_order_; }
+  int64_t grad_offset(const Parameter& p) const;
   // Every parameter once, in a fixed order: embeddings, blocks, final norm (, untied LM head).
   const std::vector<Parameter*>& parameters() const { return parameters_; }
   Parameter& parameter(const std::string& name);
@@ -123,6 +137,11 @@ class TransformerLM {
   Parameter lm_head_weight_;  // untied Llama head (V_padded / t, hidden); empty when tied
   std::unique_ptr<ParallelLmHead> lm_head_;
   std::vector<Parameter*> parameters_;
+  Tensor grad_arena_;
+  std::vector<Parameter*> grad_order_;
+  int64_t ready_after_final_norm_ = 0;       // arena prefix final once the final norm's backward ran
+  std::vector<int64_t> ready_after_block_;   // ... once block l's backward ran
+  void build_grad_arena();
 
   Tensor residuals_;   // (layers + 1, B*T, hidden): the residual stream entering each block, and the output
   Tensor final_out_;   // (B*T, hidden)

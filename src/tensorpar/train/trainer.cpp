@@ -18,6 +18,7 @@
 #include "tensorpar/model/transformer.hpp"
 #include "tensorpar/train/checkpoint.hpp"
 #include "tensorpar/train/data_loader.hpp"
+#include "tensorpar/train/grad_buckets.hpp"
 #include "tensorpar/train/grad_norm.hpp"
 #include "tensorpar/train/options_check.hpp"
 
@@ -122,6 +123,8 @@ nlohmann::json train_options_json(const TrainOptions& o, int tp_size, int dp_siz
           {"eps", o.adamw.eps},
           {"weight_decay", o.adamw.weight_decay},
           {"grad_clip", o.grad_clip},
+          {"dp_bucket_mb", o.dp_bucket_mb},
+          {"dp_overlap", o.dp_async == AsyncMode::Nonblocking ? "nonblocking" : "deferred"},
           {"seed", o.seed},
           {"val_fraction", o.val_fraction},
           {"precision", o.compute.precision == Precision::BF16 ? "bf16" : "f32"},
@@ -134,6 +137,8 @@ nlohmann::json train_options_json(const TrainOptions& o, int tp_size, int dp_siz
 
 TrainResult train(ProcessGroup& world, const TrainOptions& o) {
   TP_CHECK(o.steps >= 1, ConfigError, "--steps must be at least 1 (got {})", o.steps);
+  TP_CHECK(o.dp_bucket_mb >= 0 && o.dp_bucket_mb <= 1e6, ConfigError,
+           "--dp-bucket-mb must be between 0 (per-parameter all-reduce) and 1e6 (got {})", o.dp_bucket_mb);
   TP_CHECK(o.grad_accum >= 1, ConfigError, "--grad-accum must be at least 1 (got {})", o.grad_accum);
   check_train_options(o);
   TP_CHECK(o.save_every >= 0 && o.keep >= 0 && o.max_nan_skips >= 0, ConfigError,
@@ -270,6 +275,18 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
                       {"checkpoint_seconds", std::chrono::duration<double>(Clock::now() - t0).count()}});
   };
 
+  // data-parallel gradient buckets over the arena, cut at parameter starts
+  std::unique_ptr<GradBuckets> buckets;
+  TransformerLM::GradsReady on_grads_ready;
+  if (dp.size() > 1 && o.dp_bucket_mb > 0) {
+    dp.set_async_mode(o.dp_async);
+    std::vector<int64_t> cuts;
+    for (const Parameter* p : model.grad_order()) cuts.push_back(model.grad_offset(*p));
+    buckets = std::make_unique<GradBuckets>(dp, model.grad_arena(), cuts, int64_t(o.dp_bucket_mb * 1024 * 1024));
+    result.dp_buckets = int64_t(buckets->bucket_count());
+    on_grads_ready = [&buckets](int64_t n) { buckets->ready(n); };
+  }
+
   int64_t nan_in_row = 0;
   for (int64_t step = first_step; step < o.steps; ++step) {
     const auto t0 = Clock::now();
@@ -278,12 +295,19 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
     for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
       loader.next(x.data(), y.data());
       loss += model.forward(x.data(), y.data(), o.batch, o.seq) / double(o.grad_accum);
-      model.backward(x.data(), y.data(), o.batch, o.seq, 1.0f / float(o.grad_accum));
+      // gradients are final only in the last micro-batch's backward: its buckets start as they fill
+      const bool last = micro + 1 == o.grad_accum;
+      model.backward(x.data(), y.data(), o.batch, o.seq, 1.0f / float(o.grad_accum),
+                     last ? on_grads_ready : TransformerLM::GradsReady{});
     }
     if (dp.size() > 1) {  // average gradients and the loss over data-parallel replicas
-      for (Parameter* p : model.parameters()) {
-        dp.all_reduce(p->grad.span());
-        for (float& g : p->grad.span()) g /= float(dp.size());
+      if (buckets) {
+        buckets->finish();
+      } else {
+        for (Parameter* p : model.parameters()) {
+          dp.all_reduce(p->grad.span());
+          for (float& g : p->grad.span()) g /= float(dp.size());
+        }
       }
       dp.all_reduce(std::span<double>(&loss, 1));
       loss /= dp.size();

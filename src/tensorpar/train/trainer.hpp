@@ -41,6 +41,11 @@ struct TrainOptions {
   LrSchedule schedule;        // lr, warmup, kind; total_steps set from steps
   AdamWConfig adamw;
   float grad_clip = 1.0f;     // 0 disables
+  // Data-parallel gradient average: buckets of this many MB of the gradient arena, each all-reduced
+  // as soon as backward has finished its gradients (train/grad_buckets.hpp); 0: parameter by
+  // parameter after the whole backward (the old path, kept as the reference).
+  double dp_bucket_mb = 25;
+  AsyncMode dp_async = AsyncMode::Nonblocking;  // how the bucket all-reduces run (comm/process_group.hpp)
   uint64_t seed = 1337;
   double val_fraction = 0.1;  // tail of the data held out
   int64_t val_every = 0;      // steps between validations (0: only at the end)
@@ -64,6 +69,7 @@ struct TrainResult {
   int64_t steps = 0;       // steps run by this call
   int64_t first_step = 0;  // 0-based step it started at (> 0 after a resume)
   int64_t parameters = 0;
+  int64_t dp_buckets = 0;       // gradient buckets per step (0: per-parameter all-reduce, or DP=1)
   int64_t skipped_steps = 0;    // non-finite steps whose update was dropped (--on-nan skip)
   int stop_signal = 0;          // the signal that stopped training early (0: ran to the end)
   std::string resumed_from;     // checkpoint directory ("" for a fresh start)

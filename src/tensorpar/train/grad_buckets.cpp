@@ -1,0 +1,44 @@
+#include "tensorpar/train/grad_buckets.hpp"
+
+#include "tensorpar/core/profile.hpp"
+
+namespace tensorpar {
+
+GradBuckets::GradBuckets(ProcessGroup& dp, std::span<float> arena, const std::vector<int64_t>& cuts,
+                         int64_t bucket_bytes)
+    : dp_(dp), arena_(arena) {
+  const int64_t total = int64_t(arena.size());
+  const int64_t bucket_elements = std::max<int64_t>(1, bucket_bytes / int64_t(sizeof(float)));
+  bounds_.push_back(0);
+  for (int64_t cut : cuts) {
+    TP_CHECK(cut >= bounds_.back() && cut <= total, Error, "gradient bucket cut {} out of order", cut);
+    if (cut - bounds_.back() >= bucket_elements) bounds_.push_back(cut);
+  }
+  if (bounds_.back() < total) bounds_.push_back(total);
+  if (bounds_.size() == 1) bounds_.push_back(total);  // an empty arena: one empty bucket
+  works_.resize(bucket_count());
+}
+
+void GradBuckets::ready(int64_t n) {
+  if (dp_.size() == 1) return;
+  while (started_ < bucket_count() && bounds_[started_ + 1] <= n) {
+    const int64_t begin = bounds_[started_], end = bounds_[started_ + 1];
+    works_[started_] = dp_.all_reduce_async(arena_.subspan(size_t(begin), size_t(end - begin)));
+    ++started_;
+  }
+}
+
+void GradBuckets::finish() {
+  if (dp_.size() == 1) return;
+  ready(int64_t(arena_.size()));
+  TP_PROFILE_SCOPE("dp gradient wait");
+  const float d = float(dp_.size());
+  for (size_t i = 0; i < bucket_count(); ++i) {
+    works_[i].wait();
+    // divide (not multiply by 1/D): the same bits as the per-parameter path at any D
+    for (float& g : arena_.subspan(size_t(bounds_[i]), size_t(bounds_[i + 1] - bounds_[i]))) g /= d;
+  }
+  started_ = 0;
+}
+
+}  // namespace tensorpar
