@@ -301,6 +301,20 @@ Parameter& TransformerLM::parameter(const std::string& name) {
   throw Error(fmt::format("model has no parameter named '{}'", name));
 }
 
+void TransformerLM::quantize_weights(WeightFormat format) {
+  if (format == WeightFormat::F32) return;
+  TP_CHECK(weight_format_ == WeightFormat::F32, ConfigError, "the model's weights are already quantized");
+  for (auto& b : blocks_) {  // each rank its own slices; no communication
+    b->attention.qkv.quantize(format);
+    b->attention.proj.quantize(format);
+    b->mlp.fc.quantize(format);
+    b->mlp.proj.quantize(format);
+  }
+  const bool untied = lm_head_weight_.value.numel() > 0;
+  if (untied) lm_head_->quantize(format, /*free_f32=*/true);
+  weight_format_ = format;
+}
+
 void TransformerLM::zero_grad() {
   for (Parameter* p : parameters_) p->grad.zero();
 }

@@ -81,6 +81,13 @@ class TransformerLM {
   // sizing a KV cache.
   int64_t kv_heads_per_partition() const;
 
+  // Inference with quantized weights (kernels/quantized_matmul.hpp): every rank quantizes its slice
+  // of the block linears (QKV, attention output, MLP up/gate/down) and of an untied LM head, and
+  // frees their f32 values and gradients; a tied head (GPT-2) stays f32, being the embedding table.
+  // Call after loading the weights; the model can then no longer train or be saved. F32: no-op.
+  void quantize_weights(WeightFormat format);
+  WeightFormat weight_format() const { return weight_format_; }
+
   void zero_grad();
   // Every parameter once, in a fixed order: embeddings, blocks, final norm (, untied LM head).
   const std::vector<Parameter*>& parameters() const { return parameters_; }
@@ -116,6 +123,7 @@ class TransformerLM {
   Parameter lm_head_weight_;  // untied Llama head (V_padded / t, hidden); empty when tied
   std::unique_ptr<ParallelLmHead> lm_head_;
   std::vector<Parameter*> parameters_;
+  WeightFormat weight_format_ = WeightFormat::F32;
 
   Tensor residuals_;   // (layers + 1, B*T, hidden): the residual stream entering each block, and the output
   Tensor final_out_;   // (B*T, hidden)
