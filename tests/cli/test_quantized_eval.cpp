@@ -4,8 +4,8 @@
 // Bound: quantization perturbs every weight by at most half a Q8_0 step (int8: max|w|/254 of its
 // block, ~0.4% of the block's largest weight) or one Q4_0 step (int4: max|w|/8), and every
 // activation entering a linear by half a Q8_0 step. On a trained model the loss moves by a small
-// fraction of itself: we require |loss_q - loss_f32| <= 1% of loss_f32 for int8 and <= 10% for int4
-// (measured on this model: see the printed values). TP=2 int8 vs TP=1 int8: the quantized weights
+// fraction of itself: we require |loss_q - loss_f32| <= 0.5% of loss_f32 for int8 and <= 3% for int4
+// (measured on this model: f32 0.7297, int8 0.7295 (0.03%), int4 0.7320 (0.3%)). TP=2 int8 vs TP=1 int8: the quantized weights
 // are identical at both degrees (blocks never straddle the split), only the all-reduce's summation
 // order differs, so the losses agree to 1e-4 relative.
 #include <gtest/gtest.h>
@@ -52,8 +52,8 @@ TEST(QuantizedEval, LossNearF32AfterTrainingAndSameAtTwoRanks) {
   const double f32 = eval(1, "f32"), int8 = eval(1, "int8"), int4 = eval(1, "int4"), int8_tp2 = eval(2, "int8");
   std::printf("[ info ] eval loss f32 %.5f, int8 %.5f, int4 %.5f, int8 at TP=2 %.5f\n", f32, int8, int4, int8_tp2);
   EXPECT_LT(f32, 2.0) << "trained: far below the uniform loss log(256) = 5.5";
-  EXPECT_LE(std::fabs(int8 - f32), 0.01 * f32);
-  EXPECT_LE(std::fabs(int4 - f32), 0.10 * f32);
+  EXPECT_LE(std::fabs(int8 - f32), 0.005 * f32);
+  EXPECT_LE(std::fabs(int4 - f32), 0.03 * f32);
   EXPECT_NE(int8, f32) << "int8 really runs quantized";
   EXPECT_NEAR(int8_tp2, int8, 1e-4 * int8);
 
