@@ -312,6 +312,9 @@ void TransformerLM::quantize_weights(WeightFormat format) {
   }
   const bool untied = lm_head_weight_.value.numel() > 0;
   if (untied) lm_head_->quantize(format, /*free_f32=*/true);
+  // the model cannot train any more: the gradients of what stays f32 (embeddings, norms, a tied
+  // head) go too -- the embedding's alone is as large as its table
+  for (Parameter* p : parameters_) p->grad = Tensor();
   weight_format_ = format;
 }
 

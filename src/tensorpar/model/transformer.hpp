@@ -83,7 +83,8 @@ class TransformerLM {
 
   // Inference with quantized weights (kernels/quantized_matmul.hpp): every rank quantizes its slice
   // of the block linears (QKV, attention output, MLP up/gate/down) and of an untied LM head, and
-  // frees their f32 values and gradients; a tied head (GPT-2) stays f32, being the embedding table.
+  // frees their f32 values; a tied head (GPT-2) stays f32, being the embedding table. Every
+  // parameter's gradient is freed.
   // Call after loading the weights; the model can then no longer train or be saved. F32: no-op.
   void quantize_weights(WeightFormat format);
   WeightFormat weight_format() const { return weight_format_; }
