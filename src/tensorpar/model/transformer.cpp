@@ -354,6 +354,9 @@ float TransformerLM::forward(const int32_t* tokens, const int32_t* targets, int6
 }
 
 void TransformerLM::backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, float loss_scale) {
+  TP_CHECK(weight_format_ == WeightFormat::F32, ConfigError,
+           "the model's weights are quantized ({}) for inference; training needs f32 weights",
+           weight_format_name(weight_format_));
   const int64_t N = B * T, C = config_.hidden, Nl = local_tokens(N), NC = Nl * C;
   float* grad = grad_.f32();
   float* grad_norm = grad_norm_.f32();
