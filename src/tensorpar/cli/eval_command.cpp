@@ -19,6 +19,7 @@ void add_eval_command(CLI::App& app, Runner& run) {
     std::string model, data;
     int64_t batch = 4, seq = 64;
     bool json = false;
+    std::string weights = "f32";
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("--model", o->model, "model directory (config.json + model.safetensors)")->required();
@@ -26,8 +27,10 @@ void add_eval_command(CLI::App& app, Runner& run) {
   cmd->add_option("--batch", o->batch, "rows (row b = tokens[b*seq : b*seq+seq])")->capture_default_str();
   cmd->add_option("--seq", o->seq, "tokens per row")->capture_default_str();
   cmd->add_flag("--json", o->json, "print {\"loss\": ..., \"perplexity\": ...} as the last line of stdout");
+  cmd->add_option("--weights", o->weights, "weights of the block linears (and an untied LM head): f32, or int8/int4 blockwise-quantized at load (Q8_0/Q4_0)")->capture_default_str();
   cmd->callback([=, &run] {
     run = [=](ProcessGroup& world) {
+      const WeightFormat weights = parse_weight_format(o->weights);
       const ModelConfig config = io::read_model_config(o->model);
       const int64_t B = o->batch, T = o->seq;
       TP_CHECK(B >= 1 && T >= 1, ConfigError, "--batch and --seq must be at least 1 (got {} and {})", B, T);
@@ -51,6 +54,7 @@ void add_eval_command(CLI::App& app, Runner& run) {
       world.agree<ConfigError>(error);
       TransformerLM model(world, config, B, T, 0);
       io::load_hf_checkpoint(world, model, o->model);
+      model.quantize_weights(weights);  // each rank its own slices; the f32 copies are freed
       const double loss = model.forward(x.data(), y.data(), B, T);
       const double perplexity = std::exp(loss);
       print_rank0(world, o->json ? nlohmann::json{{"loss", loss}, {"perplexity", perplexity}, {"tokens", B * T}}.dump() + "\n"

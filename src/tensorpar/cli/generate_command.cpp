@@ -3,6 +3,7 @@
 // Greedy by default (--temperature 0), as Hugging Face's generate().
 #include <nlohmann/json.hpp>
 
+#include <fstream>
 #include <sstream>
 
 #include "tensorpar/cli/command.hpp"
@@ -36,6 +37,15 @@ std::vector<int32_t> parse_ids(const std::string& text) {
   return ids;
 }
 
+// This process's resident memory in bytes from /proc/self/status: "VmRSS" (now) or "VmHWM" (peak);
+// 0 where the file does not exist.
+int64_t status_kib_bytes(const std::string& key) {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1)) * 1024;
+  return 0;
+}
+
 }  // namespace
 
 void add_generate_command(CLI::App& app, Runner& run) {
@@ -45,6 +55,7 @@ void add_generate_command(CLI::App& app, Runner& run) {
     int64_t max_new_tokens = 64;
     SamplingOptions sampling{0.0f, 0, 1.0f, 0};
     bool json = false;
+    std::string weights = "f32";
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("--model", o->model, "model directory (config.json + model.safetensors)")->required();
@@ -57,8 +68,10 @@ void add_generate_command(CLI::App& app, Runner& run) {
   cmd->add_option("--top-p", o->sampling.top_p, "nucleus sampling mass")->capture_default_str();
   cmd->add_option("--seed", o->sampling.seed, "sampling seed")->capture_default_str();
   cmd->add_flag("--json", o->json, "print {\"tokens\": [...], \"text\": ..., \"tokens_per_s\": ...} as the last line");
+  cmd->add_option("--weights", o->weights, "weights of the block linears (and an untied LM head): f32, or int8/int4 blockwise-quantized at load (Q8_0/Q4_0)")->capture_default_str();
   cmd->callback([=, &run] {
     run = [=](ProcessGroup& world) {
+      const WeightFormat weights = parse_weight_format(o->weights);
       TP_CHECK(!o->prompt.empty() || !o->prompt_ids.empty(), ConfigError, "give --prompt TEXT or --prompt-ids 1,2,3");
       TP_CHECK(o->max_new_tokens >= 1, ConfigError, "--max-new-tokens must be at least 1");
       Sampler::check(o->sampling);
@@ -93,6 +106,7 @@ void add_generate_command(CLI::App& app, Runner& run) {
       // activation buffers for up to 256 prompt positions per pass; longer prompts go in chunks
       TransformerLM model(world, config, 1, std::min<int64_t>(prompt_len, 256), 0);
       io::load_hf_checkpoint(world, model, o->model);
+      model.quantize_weights(weights);  // each rank its own slices; the f32 copies are freed
       Generator generator(model, 1, std::max(cache_len, prompt_len));
       const GenerationResult r = generator.generate(context.data(), prompt_len, o->max_new_tokens, o->sampling);
       const double total = r.prefill_seconds + r.decode_seconds;
@@ -106,7 +120,12 @@ void add_generate_command(CLI::App& app, Runner& run) {
                          {"decode_tokens_per_s", decode_per_s},
                          {"prefill_s", r.prefill_seconds},
                          {"prompt_tokens", prompt_len},
-                         {"tp", world.size()}};
+                         {"tp", world.size()},
+                         {"weights", weight_format_name(weights)},
+                         // rank 0's resident memory after generating, and its peak (which includes
+                         // the f32 weights as loaded, before quantization freed them)
+                         {"rss_bytes", status_kib_bytes("VmRSS")},
+                         {"peak_rss_bytes", status_kib_bytes("VmHWM")}};
         print_rank0(world, j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
       } else {
         std::string ids_text;

@@ -15,6 +15,7 @@ void add_sample_command(CLI::App& app, Runner& run) {
     std::string model, prompt = "\n";
     int64_t max_new_tokens = 200, samples = 1;
     SamplingOptions sampling{0.8f, 40, 1.0f, 1};
+    std::string weights = "f32";
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("--model", o->model, "model directory (config.json + model.safetensors)")->required();
@@ -27,8 +28,10 @@ void add_sample_command(CLI::App& app, Runner& run) {
   cmd->add_option("--top-k", o->sampling.top_k, "sample among the k most likely tokens (0: all)")->capture_default_str();
   cmd->add_option("--top-p", o->sampling.top_p, "nucleus sampling mass")->capture_default_str();
   cmd->add_option("--seed", o->sampling.seed, "sampling seed")->capture_default_str();
+  cmd->add_option("--weights", o->weights, "weights of the block linears (and an untied LM head): f32, or int8/int4 blockwise-quantized at load (Q8_0/Q4_0)")->capture_default_str();
   cmd->callback([=, &run] {
     run = [=](ProcessGroup& world) {
+      const WeightFormat weights = parse_weight_format(o->weights);
       TP_CHECK(o->samples >= 1 && o->max_new_tokens >= 1, ConfigError,
                "--samples and --max-new-tokens must be at least 1");
       Sampler::check(o->sampling);
@@ -54,6 +57,7 @@ void add_sample_command(CLI::App& app, Runner& run) {
       for (int64_t b = 0; b < B; ++b) prompts.insert(prompts.end(), prompt.begin(), prompt.end());
       TransformerLM model(world, config, B, std::min<int64_t>(prompt_len, 256), 0);
       io::load_hf_checkpoint(world, model, o->model);
+      model.quantize_weights(weights);  // each rank its own slices; the f32 copies are freed
       Generator generator(model, B, prompt_len + std::min(config.max_seq - prompt_len, o->max_new_tokens - 1));
       const GenerationResult r = generator.generate(prompts.data(), prompt_len, o->max_new_tokens, o->sampling);
       for (int64_t b = 0; b < B; ++b) {

@@ -353,6 +353,24 @@ Parameter& TransformerLM::parameter(const std::string& name) {
   throw Error(fmt::format("model has no parameter named '{}'", name));
 }
 
+void TransformerLM::quantize_weights(WeightFormat format) {
+  if (format == WeightFormat::F32) return;
+  TP_CHECK(weight_format_ == WeightFormat::F32, ConfigError, "the model's weights are already quantized");
+  for (auto& b : blocks_) {  // each rank its own slices; no communication
+    b->attention.qkv.quantize(format);
+    b->attention.proj.quantize(format);
+    b->mlp.fc.quantize(format);
+    b->mlp.proj.quantize(format);
+  }
+  const bool untied = lm_head_weight_.value.numel() > 0;
+  if (untied) lm_head_->quantize(format, /*free_f32=*/true);
+  // the model cannot train any more: the gradients of what stays f32 (embeddings, norms, a tied
+  // head) go too -- the embedding's alone is as large as its table
+  for (Parameter* p : parameters_) p->grad = Tensor();  // views into the arena
+  grad_arena_ = Tensor();
+  weight_format_ = format;
+}
+
 void TransformerLM::zero_grad() { grad_arena_.zero(); }
 
 void TransformerLM::embed(const int32_t* tokens, int64_t B, int64_t T) {
@@ -390,6 +408,9 @@ void TransformerLM::backward(const int32_t* tokens, const int32_t* targets, int6
                              const GradsReady& on_grads_ready) {
   // with sequence parallelism the norm and position gradients are partial until the very end
   const bool early = on_grads_ready && !sequence_parallel();
+  TP_CHECK(weight_format_ == WeightFormat::F32, ConfigError,
+           "the model's weights are quantized ({}) for inference; training needs f32 weights",
+           weight_format_name(weight_format_));
   const int64_t N = B * T, C = config_.hidden, Nl = local_tokens(N), NC = Nl * C;
   float* grad = grad_.f32();
   float* grad_norm = grad_norm_.f32();

@@ -91,6 +91,14 @@ class TransformerLM {
   // sizing a KV cache.
   int64_t kv_heads_per_partition() const;
 
+  // Inference with quantized weights (kernels/quantized_matmul.hpp): every rank quantizes its slice
+  // of the block linears (QKV, attention output, MLP up/gate/down) and of an untied LM head, and
+  // frees their f32 values; a tied head (GPT-2) stays f32, being the embedding table. Every
+  // parameter's gradient is freed.
+  // Call after loading the weights; the model can then no longer train or be saved. F32: no-op.
+  void quantize_weights(WeightFormat format);
+  WeightFormat weight_format() const { return weight_format_; }
+
   void zero_grad();
   // Every parameter's grad is a view into this one 64-byte aligned buffer (as llm.c keeps them), each
   // starting on a 64-byte boundary (zero padding between), ordered as backward finalises them:
@@ -142,6 +150,7 @@ class TransformerLM {
   int64_t ready_after_final_norm_ = 0;       // arena prefix final once the final norm's backward ran
   std::vector<int64_t> ready_after_block_;   // ... once block l's backward ran
   void build_grad_arena();
+  WeightFormat weight_format_ = WeightFormat::F32;
 
   Tensor residuals_;   // (layers + 1, B*T, hidden): the residual stream entering each block, and the output
   Tensor final_out_;   // (B*T, hidden)

@@ -52,7 +52,9 @@ void ColumnParallelLinear::forward(float* out, const float* inp, int64_t N) {
   float* y = gather ? local_out_.f32() : out;
   const float* x = whole_input(inp, N);  // sequence parallel: all-gather the tokens
   // Y_i (N, out_pp) = X (N, in) · A_i^T, A_i (out_pp, in)
-  if (options_.precision == Precision::BF16) {
+  if (!qweight_.empty()) {
+    quantized_matmul(y, x, in, qweight_, N);
+  } else if (options_.precision == Precision::BF16) {
     const bf16* xb = (sequence_parallel() ? options_.workspace->gathered_bf16 : x_bf16_).load(x, N, in, in);
     const bf16* w = w_bf16_.load(weight.value.f32(), out_pp, in, in);
     gemm_bf16(Trans::No, Trans::Yes, N, out_pp, in, 1.0f, xb, in, w, in, 0.0f, y, out_pp);
@@ -63,7 +65,21 @@ void ColumnParallelLinear::forward(float* out, const float* inp, int64_t N) {
   if (gather) gather_from_tp_forward(tp_, out, y, N, out_pp, gather_scratch_.f32());
 }
 
+void ColumnParallelLinear::quantize(WeightFormat format) {
+  if (format == WeightFormat::F32) return;
+  TP_CHECK(qweight_.empty(), ConfigError, "{}: the weight is already quantized", options_.name);
+  TP_CHECK(options_.in_features % kQuantBlock == 0, ShapeError,
+           "{}: in_features={} is not a multiple of {}; --weights {} needs whole 32-weight blocks per row",
+           options_.name, options_.in_features, kQuantBlock, weight_format_name(format));
+  qweight_ = quantize_weight(format, weight.value.f32(), out_per_partition_, options_.in_features);
+  weight.value = Tensor();  // keep only the quantized copy: this is what makes the rank's memory drop
+  weight.grad = Tensor();
+  w_bf16_ = Bf16Operand();
+}
+
 void ColumnParallelLinear::backward(float* dinp, const float* dout, const float* inp, int64_t N) {
+  TP_CHECK(qweight_.empty(), ConfigError, "{}: quantized weights are for inference; backward needs f32 weights",
+           options_.name);
   const int64_t in = options_.in_features, out_pp = out_per_partition_;
   // With gather_output the backward of the gather keeps this rank's columns: read them in place.
   const bool gather = options_.gather_output && tp_.size() > 1;

@@ -8,6 +8,7 @@
 
 #include "tensorpar/comm/process_group.hpp"
 #include "tensorpar/kernels/matmul.hpp"
+#include "tensorpar/kernels/quantized_matmul.hpp"
 #include "tensorpar/parallel/parameter.hpp"
 #include "tensorpar/parallel/sequence_parallel.hpp"
 
@@ -59,6 +60,11 @@ class ColumnParallelLinear {
   Parameter bias;    // local (out_pp); empty tensor when options.bias is false
 
   void collect_parameters(std::vector<Parameter*>& out);
+  // Inference only: replace this rank's f32 weight slice (out_pp, in) by its blockwise-quantized copy
+  // and free the f32 weight and its gradient; forward then runs the quantized GEMV, backward refuses.
+  // ShapeError unless in_features is a multiple of 32.
+  void quantize(WeightFormat format);
+  const QuantizedWeight& quantized_weight() const { return qweight_; }
   // Bytes kept from forward to backward that this layer owns: the bf16 input copy (bf16, not
   // sequence parallel); the f32 input belongs to the caller.
   int64_t activation_bytes() const { return x_bf16_.owned_bytes(); }
@@ -74,6 +80,7 @@ class ColumnParallelLinear {
   Tensor local_out_;       // (max_tokens, out_pp) for gather_output
   // bf16 mode: the input (kept for dW), the weight (kept for dX) and the output gradient
   Bf16Operand x_bf16_, w_bf16_, dy_bf16_;
+  QuantizedWeight qweight_;  // inference with quantized weights; empty otherwise
 };
 
 }  // namespace tensorpar

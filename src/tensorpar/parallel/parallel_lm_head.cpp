@@ -28,6 +28,10 @@ ParallelLmHead::ParallelLmHead(ProcessGroup& tp, Parameter& weight, VocabShard s
 
 void ParallelLmHead::logits(float* out, const float* x, int64_t N) {
   // (N, V_local) = x (N, h) · W_i^T, W_i (V_local, h)
+  if (!qweight_.empty()) {
+    quantized_matmul(out, x, hidden_, qweight_, N);
+    return;
+  }
   if (precision_ == Precision::BF16 && N <= max_tokens_) {
     const bf16* xb = x_bf16_.load(x, N, hidden_, hidden_);
     const bf16* wb = w_bf16_.load(weight_.value.f32(), shard_.local_size, hidden_, hidden_);
@@ -51,7 +55,19 @@ float ParallelLmHead::forward(float* losses, const float* x, const int32_t* targ
                                               N, shard_);
 }
 
+void ParallelLmHead::quantize(WeightFormat format, bool free_f32) {
+  if (format == WeightFormat::F32) return;
+  TP_CHECK(qweight_.empty(), ConfigError, "LM head: the weight is already quantized");
+  qweight_ = quantize_weight(format, weight_.value.f32(), shard_.local_size, hidden_);
+  w_bf16_ = Bf16Operand();
+  if (free_f32) {
+    weight_.value = Tensor();
+    weight_.grad = Tensor();
+  }
+}
+
 void ParallelLmHead::backward(float* dx, const float* x, const int32_t* targets, int64_t N, float dloss) {
+  TP_CHECK(qweight_.empty(), ConfigError, "LM head: quantized weights are for inference; backward needs f32 weights");
   float* dlogits = logits_.f32();  // in place: the logits are not needed after this
   vocab_parallel_cross_entropy_backward(dlogits, dlogits, row_max_.f32(), row_sumexp_.f32(), targets, N, shard_, dloss);
   const int64_t V = shard_.local_size;

@@ -6,6 +6,7 @@
 
 #include "tensorpar/comm/process_group.hpp"
 #include "tensorpar/kernels/matmul.hpp"
+#include "tensorpar/kernels/quantized_matmul.hpp"
 #include "tensorpar/parallel/parameter.hpp"
 #include "tensorpar/parallel/sequence_parallel.hpp"
 #include "tensorpar/parallel/vocab_parallel_cross_entropy.hpp"
@@ -26,6 +27,11 @@ class ParallelLmHead {
   // dx (N, hidden) written, whole; weight.grad += dlogits^T x; each token's loss weighs dloss.
   void backward(float* dx, const float* x, const int32_t* targets, int64_t N, float dloss);
 
+  // Inference only: logits from a blockwise-quantized copy of this rank's (V_local, hidden) table.
+  // free_f32: also free the f32 table and its gradient (an untied head; a tied one is still the
+  // embedding's table). Backward refuses afterwards.
+  void quantize(WeightFormat format, bool free_f32);
+
   const VocabShard& shard() const { return shard_; }
   // Bytes kept from forward to backward: logits, row max and sum of exponentials, bf16 input copy.
   int64_t activation_bytes() const {
@@ -43,6 +49,7 @@ class ParallelLmHead {
   SequenceParallelWorkspace* workspace_;
   bool sequence_parallel() const { return workspace_ != nullptr && tp_.size() > 1; }
   Bf16Operand x_bf16_, w_bf16_, dlogits_bf16_;  // bf16 mode
+  QuantizedWeight qweight_;                      // quantized inference; empty otherwise
 };
 
 }  // namespace tensorpar

@@ -41,7 +41,9 @@ void RowParallelLinear::forward(float* out, const float* inp, int64_t N) {
   const int64_t ld_x = split_input ? options_.in_features : in_pp;
   float* y = sequence_parallel() ? options_.workspace->partial.f32() : out;
   // partial Y (N, out) = X_i (N, in_pp) · A_i^T, A_i (out, in_pp)
-  if (options_.precision == Precision::BF16) {
+  if (!qweight_.empty()) {
+    quantized_matmul(y, x, ld_x, qweight_, N);
+  } else if (options_.precision == Precision::BF16) {
     const bf16* xb = x_bf16_.load(x, N, in_pp, ld_x);
     const bf16* wb = w_bf16_.load(weight.value.f32(), out_f, in_pp, in_pp);
     gemm_bf16(Trans::No, Trans::Yes, N, out_f, in_pp, 1.0f, xb, in_pp, wb, in_pp, 0.0f, y, out_f);
@@ -58,6 +60,20 @@ void RowParallelLinear::forward(float* out, const float* inp, int64_t N) {
   if (options_.bias) add_bias(out, bias.value.f32(), rows, out_f);  // once, after the reduction
 }
 
+void RowParallelLinear::quantize(WeightFormat format) {
+  if (format == WeightFormat::F32) return;
+  TP_CHECK(qweight_.empty(), ConfigError, "{}: the weight is already quantized", options_.name);
+  TP_CHECK(in_per_partition_ % kQuantBlock == 0, ShapeError,
+           "{}: {} input features per rank ({} over {} ranks) is not a multiple of {}; --weights {} needs whole "
+           "32-weight blocks on each rank: use a tensor-parallel degree that splits it so",
+           options_.name, in_per_partition_, options_.in_features, tp_.size(), kQuantBlock,
+           weight_format_name(format));
+  qweight_ = quantize_weight(format, weight.value.f32(), options_.out_features, in_per_partition_);
+  weight.value = Tensor();  // keep only the quantized copy
+  weight.grad = Tensor();
+  w_bf16_ = Bf16Operand();
+}
+
 void RowParallelLinear::keep_input(const float* inp, int64_t N) {
   if (options_.precision != Precision::BF16) return;
   const int64_t in_pp = in_per_partition_;
@@ -67,6 +83,8 @@ void RowParallelLinear::keep_input(const float* inp, int64_t N) {
 }
 
 void RowParallelLinear::backward(float* dinp, const float* dout, const float* inp, int64_t N) {
+  TP_CHECK(qweight_.empty(), ConfigError, "{}: quantized weights are for inference; backward needs f32 weights",
+           options_.name);
   const int64_t in_pp = in_per_partition_, out_f = options_.out_features;
   const bool split_input = !options_.input_is_parallel && tp_.size() > 1;
   const float* x = split_input ? inp + int64_t(tp_.rank()) * in_pp : inp;

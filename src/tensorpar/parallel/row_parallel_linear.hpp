@@ -9,6 +9,7 @@
 
 #include "tensorpar/comm/process_group.hpp"
 #include "tensorpar/kernels/matmul.hpp"
+#include "tensorpar/kernels/quantized_matmul.hpp"
 #include "tensorpar/parallel/parameter.hpp"
 #include "tensorpar/parallel/sequence_parallel.hpp"
 
@@ -53,6 +54,11 @@ class RowParallelLinear {
   Parameter bias;    // replicated (out)
 
   void collect_parameters(std::vector<Parameter*>& out);
+  // Inference only: replace this rank's f32 weight slice (out, in_pp) by its blockwise-quantized
+  // copy and free the f32 weight and its gradient. Blocks never straddle the split: ShapeError unless
+  // in_features_per_partition is a multiple of 32.
+  void quantize(WeightFormat format);
+  const QuantizedWeight& quantized_weight() const { return qweight_; }
   // bf16 mode: round inp into the bf16 copy the backward reads, as forward does, without the GEMM
   // and its all-reduce: after the input was recomputed into a buffer shared by several layers.
   // f32: nothing to do (backward reads inp itself).
@@ -67,6 +73,7 @@ class RowParallelLinear {
   int64_t max_tokens_ = 0;
   Tensor dinp_local_, gather_scratch_;  // only when !input_is_parallel
   Bf16Operand x_bf16_, w_bf16_, dy_bf16_;  // bf16 mode, as in ColumnParallelLinear
+  QuantizedWeight qweight_;  // inference with quantized weights; empty otherwise
 };
 
 }  // namespace tensorpar
