@@ -3,7 +3,7 @@
 namespace tensorpar {
 
 ProcessGroup split_by_host(const ProcessGroup& group, int ranks_per_host) {
-  if (ranks_per_host > 0) return group.split(group.rank() / ranks_per_host, group.rank());
+  if (ranks_per_host > 0) return group.split(group.rank() / ranks_per_host, group.rank(), "host");
   // The shared-memory communicator itself is only asked who is in it: duplicating it (as a
   // ProcessGroup would) crashes Open MPI 4.1 when the shared-memory BTL is excluded (--mca btl tcp,self).
   MPI_Comm local = MPI_COMM_NULL;
@@ -17,7 +17,7 @@ ProcessGroup split_by_host(const ProcessGroup& group, int ranks_per_host) {
   MPI_Group_free(&local_group);
   MPI_Group_free(&all_group);
   MPI_Comm_free(&local);
-  return group.split(first, group.rank());
+  return group.split(first, group.rank(), "host");
 }
 
 }  // namespace tensorpar

@@ -73,7 +73,7 @@ ProbeResult probe_hardware(ProcessGroup& world, const PlanModel& m, const std::v
            "--ranks-per-host {} does not divide the {} ranks of this run", ranks_per_host, world.size());
   ProbeResult r;
   ProcessGroup host = split_by_host(world, ranks_per_host);
-  ProcessGroup across = world.split(host.rank(), world.rank());  // one rank per host, by local rank
+  ProcessGroup across = world.split(host.rank(), world.rank(), "across-hosts");  // one rank per host, by local rank
   double shape[2] = {double(host.size()), host.rank() == 0 ? double(across.size()) : 0};
   world.all_reduce(std::span<double>(shape, 2), {ReduceOp::Max});
   r.ranks_per_host = int(shape[0]);
