@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "tensorpar/cli/command.hpp"
+#include "tensorpar/comm/compressed_collectives.hpp"
 #include "tensorpar/core/checked_size.hpp"
 #include "tensorpar/io/hf_checkpoint.hpp"
 #include "tensorpar/io/token_file.hpp"
@@ -26,6 +27,8 @@ void add_eval_command(CLI::App& app, Runner& run) {
   cmd->add_option("--batch", o->batch, "rows (row b = tokens[b*seq : b*seq+seq])")->capture_default_str();
   cmd->add_option("--seq", o->seq, "tokens per row")->capture_default_str();
   cmd->add_flag("--json", o->json, "print {\"loss\": ..., \"perplexity\": ...} as the last line of stdout");
+  auto tp_comm_dtype = std::make_shared<std::string>("f32");
+  add_tp_comm_dtype_option(cmd, *tp_comm_dtype);
   cmd->callback([=, &run] {
     run = [=](ProcessGroup& world) {
       const ModelConfig config = io::read_model_config(o->model);
@@ -49,7 +52,7 @@ void add_eval_command(CLI::App& app, Runner& run) {
         error = e.what();
       }
       world.agree<ConfigError>(error);
-      TransformerLM model(world, config, B, T, 0);
+      TransformerLM model(world, config, B, T, 0, {.tp_comm_dtype = parse_comm_dtype(*tp_comm_dtype)});
       io::load_hf_checkpoint(world, model, o->model);
       const double loss = model.forward(x.data(), y.data(), B, T);
       const double perplexity = std::exp(loss);

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "tensorpar/cli/command.hpp"
+#include "tensorpar/comm/compressed_collectives.hpp"
 #include "tensorpar/infer/generator.hpp"
 #include "tensorpar/io/hf_checkpoint.hpp"
 #include "tensorpar/io/tokenizer.hpp"
@@ -57,6 +58,8 @@ void add_generate_command(CLI::App& app, Runner& run) {
   cmd->add_option("--top-p", o->sampling.top_p, "nucleus sampling mass")->capture_default_str();
   cmd->add_option("--seed", o->sampling.seed, "sampling seed")->capture_default_str();
   cmd->add_flag("--json", o->json, "print {\"tokens\": [...], \"text\": ..., \"tokens_per_s\": ...} as the last line");
+  auto tp_comm_dtype = std::make_shared<std::string>("f32");
+  add_tp_comm_dtype_option(cmd, *tp_comm_dtype);
   cmd->callback([=, &run] {
     run = [=](ProcessGroup& world) {
       TP_CHECK(!o->prompt.empty() || !o->prompt_ids.empty(), ConfigError, "give --prompt TEXT or --prompt-ids 1,2,3");
@@ -91,7 +94,8 @@ void add_generate_command(CLI::App& app, Runner& run) {
       // the last new token is never fed back; written so a huge --max-new-tokens cannot overflow
       const int64_t cache_len = prompt_len + std::min(config.max_seq - prompt_len, o->max_new_tokens - 1);
       // activation buffers for up to 256 prompt positions per pass; longer prompts go in chunks
-      TransformerLM model(world, config, 1, std::min<int64_t>(prompt_len, 256), 0);
+      TransformerLM model(world, config, 1, std::min<int64_t>(prompt_len, 256), 0,
+                          {.tp_comm_dtype = parse_comm_dtype(*tp_comm_dtype)});
       io::load_hf_checkpoint(world, model, o->model);
       Generator generator(model, 1, std::max(cache_len, prompt_len));
       const GenerationResult r = generator.generate(context.data(), prompt_len, o->max_new_tokens, o->sampling);
