@@ -70,6 +70,25 @@ TEST_F(TrainCommand, SameLossAtOneAndTwoRanksAndTheLossFalls) {
   EXPECT_NE(first.find("<svg"), std::string::npos) << first;
 }
 
+// --tp-comm-dtype reaches train and sample: compressed TP traffic at 2 ranks ends within 5% of the
+// f32 loss. The first-order bound of tests/model/test_compressed_tp.cpp (12 steps x 5 collectives x
+// 2^-7 ~ 0.47 of the loss) is far looser; 5% is an engineering tolerance (measured: under 1%) that
+// still fails if compression breaks training.
+TEST_F(TrainCommand, CompressedTpTrafficTrainsAndSamples) {
+  const auto f32 = run_cli(2, train_args("--out " + path("model_c")), *dir_);
+  ASSERT_EQ(f32.exit_code, 0) << f32.err;
+  const double reference = nlohmann::json::parse(f32.last_line()).at("loss");
+  for (const char* dtype : {"bf16", "int8"}) {
+    const auto r = run_cli(2, train_args(std::string("--tp-comm-dtype ") + dtype), *dir_);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const double loss = nlohmann::json::parse(r.last_line()).at("loss");
+    EXPECT_NEAR(loss, reference, 0.05 * reference) << dtype;
+  }
+  const auto s = run_cli(2, "sample --model " + path("model_c") + " --prompt 'It was' -n 5 --tp-comm-dtype int8", *dir_);
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  EXPECT_NE(s.out.find("It was"), std::string::npos) << s.out;
+}
+
 struct BadInput {
   const char* name;
   int ranks;
@@ -102,7 +121,8 @@ INSTANTIATE_TEST_SUITE_P(
                       BadInput{"seq_larger_than_data", 2, "--seq 100000 --batch 1", "tokens but a batch of"},
                       BadInput{"missing_data", 2, "", "nope.bin"},
                       BadInput{"malformed_data", 2, "", "bad.bin"},
-                      BadInput{"unknown_flag", 2, "--no-such-flag", "no-such-flag"}),
+                      BadInput{"unknown_flag", 2, "--no-such-flag", "no-such-flag"},
+                      BadInput{"unknown_tp_comm_dtype", 2, "--tp-comm-dtype fp8", "--tp-comm-dtype"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tensorpar/cli/command.hpp"
+#include "tensorpar/comm/compressed_collectives.hpp"
 #include "tensorpar/core/profile.hpp"
 #include "tensorpar/train/benchmark.hpp"
 
@@ -31,11 +32,14 @@ void add_bench_command(CLI::App& app, Runner& run) {
       ->capture_default_str();
   cmd->add_flag("--profile", o->profile, "print where the time of a step goes (rank 0)");
   cmd->add_flag("--json", *json, "print one JSON object as the last stdout line");
+  auto tp_comm_dtype = std::make_shared<std::string>("f32");
+  add_tp_comm_dtype_option(cmd, *tp_comm_dtype);
   cmd->callback([=, &run] {
     run = [=](ProcessGroup& world) {
       BenchOptions options = *o;
       options.async_mode = *overlap == "nonblocking" ? AsyncMode::Nonblocking : AsyncMode::Deferred;
       options.compute.precision = parse_precision(*precision);
+      options.compute.tp_comm_dtype = parse_comm_dtype(*tp_comm_dtype);
       options.compute.recompute = parse_recompute(*recompute);
       const BenchResult r = run_benchmark(world, options);
       const nlohmann::json j{{"preset", o->preset},

@@ -22,6 +22,9 @@ void add_tokenize_command(CLI::App& app, Runner& run);
 void add_serve_command(CLI::App& app, Runner& run);
 void add_plan_command(CLI::App& app, Runner& run);
 
+// --tp-comm-dtype f32|bf16|int8 (wire format of the TP activation collectives) into `dtype`.
+void add_tp_comm_dtype_option(CLI::App* cmd, std::string& dtype);
+
 // Prints on rank 0 only (stdout); the other ranks say nothing.
 void print_rank0(const ProcessGroup& world, const std::string& text);
 

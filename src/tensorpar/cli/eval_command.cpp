@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "tensorpar/cli/command.hpp"
+#include "tensorpar/comm/compressed_collectives.hpp"
 #include "tensorpar/core/checked_size.hpp"
 #include "tensorpar/io/hf_checkpoint.hpp"
 #include "tensorpar/io/token_file.hpp"
@@ -28,6 +29,8 @@ void add_eval_command(CLI::App& app, Runner& run) {
   cmd->add_option("--seq", o->seq, "tokens per row")->capture_default_str();
   cmd->add_flag("--json", o->json, "print {\"loss\": ..., \"perplexity\": ...} as the last line of stdout");
   cmd->add_option("--weights", o->weights, "weights of the block linears (and an untied LM head): f32, or int8/int4 blockwise-quantized at load (Q8_0/Q4_0)")->capture_default_str();
+  auto tp_comm_dtype = std::make_shared<std::string>("f32");
+  add_tp_comm_dtype_option(cmd, *tp_comm_dtype);
   cmd->callback([=, &run] {
     run = [=](ProcessGroup& world) {
       const WeightFormat weights = parse_weight_format(o->weights);
@@ -52,7 +55,7 @@ void add_eval_command(CLI::App& app, Runner& run) {
         error = e.what();
       }
       world.agree<ConfigError>(error);
-      TransformerLM model(world, config, B, T, 0);
+      TransformerLM model(world, config, B, T, 0, {.tp_comm_dtype = parse_comm_dtype(*tp_comm_dtype)});
       io::load_hf_checkpoint(world, model, o->model);
       model.quantize_weights(weights);  // each rank its own slices; the f32 copies are freed
       const double loss = model.forward(x.data(), y.data(), B, T);

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "tensorpar/cli/command.hpp"
+#include "tensorpar/comm/compressed_collectives.hpp"
 #include "tensorpar/infer/generator.hpp"
 #include "tensorpar/io/hf_checkpoint.hpp"
 #include "tensorpar/io/tokenizer.hpp"
@@ -69,6 +70,8 @@ void add_generate_command(CLI::App& app, Runner& run) {
   cmd->add_option("--seed", o->sampling.seed, "sampling seed")->capture_default_str();
   cmd->add_flag("--json", o->json, "print {\"tokens\": [...], \"text\": ..., \"tokens_per_s\": ...} as the last line");
   cmd->add_option("--weights", o->weights, "weights of the block linears (and an untied LM head): f32, or int8/int4 blockwise-quantized at load (Q8_0/Q4_0)")->capture_default_str();
+  auto tp_comm_dtype = std::make_shared<std::string>("f32");
+  add_tp_comm_dtype_option(cmd, *tp_comm_dtype);
   cmd->callback([=, &run] {
     run = [=](ProcessGroup& world) {
       const WeightFormat weights = parse_weight_format(o->weights);
@@ -104,7 +107,8 @@ void add_generate_command(CLI::App& app, Runner& run) {
       // the last new token is never fed back; written so a huge --max-new-tokens cannot overflow
       const int64_t cache_len = prompt_len + std::min(config.max_seq - prompt_len, o->max_new_tokens - 1);
       // activation buffers for up to 256 prompt positions per pass; longer prompts go in chunks
-      TransformerLM model(world, config, 1, std::min<int64_t>(prompt_len, 256), 0);
+      TransformerLM model(world, config, 1, std::min<int64_t>(prompt_len, 256), 0,
+                          {.tp_comm_dtype = parse_comm_dtype(*tp_comm_dtype)});
       io::load_hf_checkpoint(world, model, o->model);
       model.quantize_weights(weights);  // each rank its own slices; the f32 copies are freed
       Generator generator(model, 1, std::max(cache_len, prompt_len));

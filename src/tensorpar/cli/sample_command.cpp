@@ -1,6 +1,7 @@
 // tensorpar sample: load a saved model at any TP degree and print several text continuations of a
 // prompt, generated together as one batch through the KV-cache generator (one row per sample).
 #include "tensorpar/cli/command.hpp"
+#include "tensorpar/comm/compressed_collectives.hpp"
 #include "tensorpar/core/checked_size.hpp"
 #include "tensorpar/infer/generator.hpp"
 #include "tensorpar/io/hf_checkpoint.hpp"
@@ -29,6 +30,8 @@ void add_sample_command(CLI::App& app, Runner& run) {
   cmd->add_option("--top-p", o->sampling.top_p, "nucleus sampling mass")->capture_default_str();
   cmd->add_option("--seed", o->sampling.seed, "sampling seed")->capture_default_str();
   cmd->add_option("--weights", o->weights, "weights of the block linears (and an untied LM head): f32, or int8/int4 blockwise-quantized at load (Q8_0/Q4_0)")->capture_default_str();
+  auto tp_comm_dtype = std::make_shared<std::string>("f32");
+  add_tp_comm_dtype_option(cmd, *tp_comm_dtype);
   cmd->callback([=, &run] {
     run = [=](ProcessGroup& world) {
       const WeightFormat weights = parse_weight_format(o->weights);
@@ -55,7 +58,8 @@ void add_sample_command(CLI::App& app, Runner& run) {
       checked_product({B, config.layers, config.max_seq, config.hidden, 2}, "--samples x KV cache");
       std::vector<int32_t> prompts;
       for (int64_t b = 0; b < B; ++b) prompts.insert(prompts.end(), prompt.begin(), prompt.end());
-      TransformerLM model(world, config, B, std::min<int64_t>(prompt_len, 256), 0);
+      TransformerLM model(world, config, B, std::min<int64_t>(prompt_len, 256), 0,
+                          {.tp_comm_dtype = parse_comm_dtype(*tp_comm_dtype)});
       io::load_hf_checkpoint(world, model, o->model);
       model.quantize_weights(weights);  // each rank its own slices; the f32 copies are freed
       Generator generator(model, B, prompt_len + std::min(config.max_seq - prompt_len, o->max_new_tokens - 1));

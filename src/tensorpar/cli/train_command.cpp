@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "tensorpar/cli/command.hpp"
+#include "tensorpar/comm/compressed_collectives.hpp"
 #include "tensorpar/io/hf_checkpoint.hpp"
 #include "tensorpar/train/trainer.hpp"
 
@@ -129,6 +130,8 @@ void add_train_command(CLI::App& app, Runner& run) {
       ->check(CLI::IsMember({"none", "attention", "full"}))
       ->capture_default_str();
   cmd->add_flag("--json", *json, "print one JSON object with the results as the last line of stdout");
+  auto tp_comm_dtype = std::make_shared<std::string>("f32");
+  add_tp_comm_dtype_option(cmd, *tp_comm_dtype);
   cmd->callback([=, &run] {
     std::vector<std::string> given;
     for (const char* flag : {"layers", "hidden", "heads", "kv-heads", "ffn", "vocab", "family"})
@@ -152,6 +155,7 @@ void add_train_command(CLI::App& app, Runner& run) {
       if (const char* at = std::getenv("TENSORPAR_TEST_NAN_AT_STEP")) options.inject_nan_at_step = std::atoll(at);
       options.schedule.kind = LrSchedule::parse_kind(*lr_schedule);
       options.compute.precision = parse_precision(*precision);
+      options.compute.tp_comm_dtype = parse_comm_dtype(*tp_comm_dtype);
       options.compute.recompute = parse_recompute(*recompute);
       if (*family == "llama") {
         options.model.family = ModelFamily::Llama;

@@ -60,6 +60,15 @@ const char* collective_name(Collective c) {
   }
 }
 
+const char* comm_dtype_name(CommDtype d) {
+  switch (d) {
+    case CommDtype::F32: return "f32";
+    case CommDtype::BF16: return "bf16";
+    case CommDtype::Int8: return "int8";
+  }
+  return "?";
+}
+
 // ---- Work ----
 
 Work::Work(ProcessGroup* group, MPI_Request request, Collective what)
@@ -147,7 +156,13 @@ ProcessGroup ProcessGroup::split(int color, int key, const char* name) const {
 }
 
 ProcessGroup::ProcessGroup(ProcessGroup&& other) noexcept
-    : comm_(other.comm_), name_(other.name_), rank_(other.rank_), size_(other.size_), stats_(other.stats_) {
+    : comm_(other.comm_),
+      name_(other.name_),
+      rank_(other.rank_),
+      size_(other.size_),
+      stats_(other.stats_),
+      async_mode_(other.async_mode_),
+      comm_dtype_(other.comm_dtype_) {
   other.comm_ = MPI_COMM_NULL;
 }
 

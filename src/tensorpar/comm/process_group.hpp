@@ -34,6 +34,11 @@ struct CommStats {
 };
 
 enum class ReduceOp { Sum, Max, Min };
+
+// Wire format of the compressible tensor-parallel traffic (activations and activation gradients,
+// comm/compressed_collectives.hpp). The sums are always accumulated in f32.
+enum class CommDtype { F32, BF16, Int8 };
+const char* comm_dtype_name(CommDtype d);
 struct AllReduceOptions {
   ReduceOp op = ReduceOp::Sum;
 };
@@ -120,21 +125,30 @@ class ProcessGroup {
     if (!message.empty()) throw ErrorType(message);
   }
 
+  // The wire format the activation collectives of this group use (parallel/mappings,
+  // sequence_parallel). Collectives that must be exact (loss statistics, gradient norms, parameter
+  // gradients) ignore it and call the f32 collectives directly.
+  void set_comm_dtype(CommDtype dtype) { comm_dtype_ = dtype; }
+  CommDtype comm_dtype() const { return comm_dtype_; }
+
   void set_async_mode(AsyncMode mode) { async_mode_ = mode; }
   AsyncMode async_mode() const { return async_mode_; }
 
   const CommStats& stats() const { return stats_; }
   void reset_stats() { stats_ = {}; }
+  // Counts one collective in stats() (and the profile); for collectives composed on top of the
+  // group's communicator in comm/ (compressed_collectives.cpp).
+  void record(Collective c, int64_t bytes, double seconds);
 
  private:
   friend class Work;
   std::string first_error(const std::string& local_error);
-  void record(Collective c, int64_t bytes, double seconds);
   MPI_Comm comm_ = MPI_COMM_NULL;
   const char* name_ = "process";
   int rank_ = 0, size_ = 1;
   CommStats stats_;
   AsyncMode async_mode_ = AsyncMode::Deferred;
+  CommDtype comm_dtype_ = CommDtype::F32;
 };
 
 }  // namespace tensorpar

@@ -238,6 +238,7 @@ TransformerLM::TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_
   TP_CHECK(seq >= 1 && seq <= config.max_seq, ConfigError,
            "sequence length {} must be between 1 and the model's maximum of {} positions", seq, config.max_seq);
   TP_CHECK(batch >= 1, ConfigError, "batch size must be at least 1 (got {})", batch);
+  tp_.set_comm_dtype(options.tp_comm_dtype);  // every layer's activation collectives read it from the group
   const int64_t N = batch * seq, C = config.hidden, Nl = local_tokens(N);
   parameters_.push_back(&embedding_.weight);
   if (config.family == ModelFamily::Gpt2) {
@@ -337,7 +338,7 @@ void TransformerLM::sum_partial_gradients() {
     std::memcpy(buffer + offset, p->grad.f32(), p->grad.nbytes());
     offset += p->grad.numel();
   }
-  tp_.all_reduce(partial_grad_buffer_.span());
+  tp_.all_reduce(partial_grad_buffer_.span());  // parameter gradients: exact f32 whatever --tp-comm-dtype says
   offset = 0;
   for (Parameter* p : partial_grad_parameters_) {
     std::memcpy(p->grad.f32(), buffer + offset, p->grad.nbytes());
@@ -478,6 +479,8 @@ void TransformerLM::gather_last_logits(float* out, int64_t B, int64_t T) {
   for (int64_t b = 0; b < B; ++b)
     std::memcpy(last + b * C, final_out + ((b + 1) * T - 1) * C, size_t(C) * sizeof(float));
   lm_head_->logits(logits_scratch_.f32(), last, B);
+  // f32 whatever --tp-comm-dtype says: sampling and greedy decoding read these logits directly, and one
+  // token's (B, V) is small beside the 2 x layers activation all-reduces of a step
   tp_.all_gather(std::span<float>(gather_scratch_.f32(), size_t(t * B * V_local)),
                  std::span<const float>(logits_scratch_.f32(), size_t(B * V_local)));
   const int64_t V = config_.vocab_size;

@@ -44,6 +44,10 @@ struct TransformerOptions {
   // Full recomputation also reruns, per block but the last, the attention's all-reduce (sequence
   // parallel: its all-gather + reduce-scatter, and the MLP's all-gather) in the backward.
   Recompute recompute = Recompute::None;
+  // Wire format of the activation all-reduces / reduce-scatters / all-gathers over the TP group
+  // (--tp-comm-dtype; comm/compressed_collectives.hpp). The model sets it on its group at
+  // construction. Loss statistics, logits and parameter gradients always travel in f32.
+  CommDtype tp_comm_dtype = CommDtype::F32;
 };
 
 class TransformerLM {

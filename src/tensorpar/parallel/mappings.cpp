@@ -11,7 +11,8 @@ void gather_from_tp_forward(ProcessGroup& tp, float* out, const float* in, int64
     return;
   }
   // all_gather gives rank-major blocks [t][N][C]; interleave them into rows [N][t*C]
-  tp.all_gather(std::span<float>(scratch, size_t(t * N * C)), std::span<const float>(in, size_t(N * C)));
+  all_gather_compressed(tp, std::span<float>(scratch, size_t(t * N * C)), std::span<const float>(in, size_t(N * C)),
+                        tp.comm_dtype());
   for (int r = 0; r < t; ++r)
     for (int64_t n = 0; n < N; ++n)
       std::memcpy(out + n * C * t + r * C, scratch + (int64_t(r) * N + n) * C, size_t(C) * sizeof(float));

@@ -22,6 +22,7 @@ struct SequenceParallelWorkspace {
   Bf16Operand gathered_bf16;    // bf16 copy of `gathered` in bf16 mode
 };
 
+// Both carry activations (gradients): they use the wire format tp.comm_dtype() (--tp-comm-dtype).
 // full (N, C) = concatenation of every rank's shard (N/t, C): rank-major blocks are token order.
 void sequence_all_gather(ProcessGroup& tp, float* full, const float* shard, int64_t N, int64_t C);
 // shard (N/t, C) = this rank's rows of the sum over ranks of full (N, C).

@@ -26,6 +26,8 @@ float vocab_parallel_cross_entropy_forward(ProcessGroup& tp, float* losses, floa
     for (int64_t v = 0; v < real; ++v) m = std::max(m, row[v]);
     row_max[n] = m;
   }
+  // f32 whatever --tp-comm-dtype says: the statistics are N floats, and the loss and its gradient
+  // exp(x - max) / sum depend on them directly (a 2^-8 error in the sum is 0.004 in every loss)
   tp.all_reduce(std::span<float>(row_max, size_t(N)), {ReduceOp::Max});
 
   // [sum of exponentials | target logit] reduced together in one message
