@@ -30,4 +30,4 @@ export LSAN_OPTIONS="suppressions=$root/scripts/lsan.supp:print_suppressions=0${
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 export TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
 cd "$build"
-ctest --output-on-failure --no-tests=error --timeout 900 "$@"
+ctest --output-on-failure --no-tests=error --timeout 900 -j "$(nproc)" "$@"

@@ -8,4 +8,4 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # test command that then finds no test must fail, not print "No tests were found!!!" and pass.
 "$root/scripts/build.sh" -DTENSORPAR_BENCH=OFF -DTENSORPAR_TESTS=ON
 cd "$root/build"
-ctest --output-on-failure --no-tests=error --timeout 300 "$@"
+ctest --output-on-failure --no-tests=error --timeout 600 -j "$(nproc)" "$@"
