@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "tensorpar/comm/process_group.hpp"
@@ -27,5 +28,19 @@ class SharedTempDir {
   ProcessGroup& group_;
   std::string path_;
 };
+
+// A small English text corpus (200 lines of `line` plus a varying digit) written by rank 0 into `dir`,
+// visible to every rank on return: the training tests' data.
+inline std::string write_corpus(ProcessGroup& world, const SharedTempDir& dir,
+                                const std::string& line = "the quick brown fox jumps over the lazy dog ",
+                                int modulus = 7, const std::string& tail = ". a stitch in time saves nine.\n") {
+  const std::string path = dir.path("corpus.txt");
+  if (world.rank() == 0) {
+    std::ofstream out(path);
+    for (int i = 0; i < 200; ++i) out << line << (i % modulus) << tail;
+  }
+  world.barrier();
+  return path;
+}
 
 }  // namespace tensorpar::testing

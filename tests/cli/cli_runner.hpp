@@ -1,6 +1,8 @@
 // Runs the tensorpar executable under mpirun and captures its exit code, stdout and stderr.
 #pragma once
+#include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -51,5 +53,21 @@ inline CliResult run_cli(int ranks, const std::string& args, const std::string& 
   r.err = slurp(err_path);
   return r;
 }
+
+// A fixture whose test suite shares a scratch directory holding text.txt, 300 lines of English:
+// the training data of the CLI tests. path(name) is a file in that directory.
+class ScratchTextTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = (std::filesystem::temp_directory_path() / ("tensorpar_cli_" + std::to_string(::getpid()))).string();
+    std::filesystem::create_directories(dir_);
+    std::ofstream out(path("text.txt"));
+    for (int i = 0; i < 300; ++i)
+      out << "It was the best of times, it was the worst of times; line " << i % 13 << " of a tale.\n";
+  }
+  static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
+  static std::string path(const std::string& name) { return dir_ + "/" + name; }
+  static inline std::string dir_;
+};
 
 }  // namespace tensorpar::testing

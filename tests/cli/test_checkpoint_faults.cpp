@@ -30,27 +30,13 @@ namespace {
 namespace fs = std::filesystem;
 using testing::run_cli;
 
-class CheckpointFaults : public ::testing::Test {
+class CheckpointFaults : public testing::ScratchTextTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new std::string(fs::temp_directory_path() / ("tensorpar_ckpt_" + std::to_string(::getpid())));
-    fs::create_directories(*dir_);
-    std::ofstream out(*dir_ + "/text.txt");
-    for (int i = 0; i < 300; ++i)
-      out << "It was the best of times, it was the worst of times; line " << i % 13 << " of a tale.\n";
-  }
-  static void TearDownTestSuite() {
-    fs::remove_all(*dir_);
-    delete dir_;
-  }
-  static std::string path(const std::string& name) { return *dir_ + "/" + name; }
   static std::string train_args(const std::string& extra) {
     return "train --data " + path("text.txt") + " --layers 2 --hidden 32 --heads 4 --seq 32 --batch 4" +
            " --lr 3e-3 --warmup 2 --seed 7 --json " + extra;
   }
-  static std::string* dir_;
 };
-std::string* CheckpointFaults::dir_ = nullptr;
 
 std::map<int64_t, double> losses(const std::string& metrics) {
   std::map<int64_t, double> out;
@@ -140,14 +126,14 @@ int verify_all_checkpoints(const std::string& out) {
 TEST_F(CheckpointFaults, ResumeAtOtherTpDegreesContinuesTheSameLosses) {
   const auto full = run_cli(2, train_args("--steps 12 --save-every 6 --out " + path("full") + " --metrics " +
                                           path("full.jsonl")),
-                            *dir_);
+                            dir_);
   ASSERT_EQ(full.exit_code, 0) << full.err;
   EXPECT_EQ(nlohmann::json::parse(full.last_line()).at("checkpoint"), path("full/step_00000012"));
   const auto reference = losses(path("full.jsonl"));
   for (const int ranks : {1, 4}) {
     const std::string metrics = path("resume" + std::to_string(ranks) + ".jsonl");
     const auto r = run_cli(ranks, train_args("--steps 12 --resume " + path("full/step_00000006") + " --metrics " + metrics),
-                           *dir_);
+                           dir_);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const auto resumed = losses(metrics);
     ASSERT_EQ(resumed.size(), 6u);
@@ -155,12 +141,12 @@ TEST_F(CheckpointFaults, ResumeAtOtherTpDegreesContinuesTheSameLosses) {
     for (const auto& [step, loss] : resumed) EXPECT_NEAR(loss, reference.at(step), 1e-5 * reference.at(step)) << step;
   }
   // a model flag that conflicts with the checkpoint: one error line, before anything is built
-  const auto conflict = run_cli(2, train_args("--steps 12 --heads 8 --resume " + path("full/step_00000006")), *dir_);
+  const auto conflict = run_cli(2, train_args("--steps 12 --heads 8 --resume " + path("full/step_00000006")), dir_);
   EXPECT_EQ(conflict.exit_code, 1);
   EXPECT_EQ(conflict.error_lines(), 1) << conflict.err;
   EXPECT_NE(conflict.err.find("--heads 8 (checkpoint: 4)"), std::string::npos) << conflict.err;
   // --resume auto with nothing to resume starts fresh and says so
-  const auto fresh = run_cli(1, train_args("--steps 1 --resume auto --out " + path("fresh")), *dir_);
+  const auto fresh = run_cli(1, train_args("--steps 1 --resume auto --out " + path("fresh")), dir_);
   EXPECT_EQ(fresh.exit_code, 0) << fresh.err;
   EXPECT_NE(fresh.err.find("no checkpoint under " + path("fresh") + "; starting fresh"), std::string::npos) << fresh.err;
 }
@@ -203,7 +189,7 @@ TEST_F(CheckpointFaults, KillNineDuringSavesAlwaysLeavesTheNewestCheckpointCompl
   ASSERT_GT(newest_step, 0) << "no run got far enough to checkpoint: the delays are too short for this machine";
   EXPECT_GT(mid_save, 0) << "no kill landed during a save";
   // the job after the last kill resumes from the newest checkpoint, cleans the leftovers and finishes
-  const auto r = run_cli(2, train_args("--steps " + std::to_string(newest_step + 2) + " --resume auto --out " + out), *dir_);
+  const auto r = run_cli(2, train_args("--steps " + std::to_string(newest_step + 2) + " --resume auto --out " + out), dir_);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.last_line()).at("resumed_from"), out + "/" + checkpoint_dir_name(newest_step));
   for (const auto& e : fs::directory_iterator(out))
@@ -230,7 +216,7 @@ TEST_F(CheckpointFaults, SigtermFinishesTheStepCheckpointsAndExits143) {
   const std::string resumed_metrics = path("term_resumed.jsonl");
   const auto r = run_cli(2, train_args("--steps " + std::to_string(step + 3) + " --lr-schedule constant --resume auto --out " +
                                        out + " --metrics " + resumed_metrics),
-                         *dir_);
+                         dir_);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto resumed = losses(resumed_metrics);
   ASSERT_EQ(resumed.size(), 3u);
@@ -239,9 +225,9 @@ TEST_F(CheckpointFaults, SigtermFinishesTheStepCheckpointsAndExits143) {
 
 TEST_F(CheckpointFaults, NanStepAbortsWithItsNumberOrIsSkipped) {
   ::setenv("TENSORPAR_TEST_NAN_AT_STEP", "3", 1);
-  const auto abort = run_cli(2, train_args("--steps 5"), *dir_);
-  const auto skip = run_cli(1, train_args("--steps 5 --on-nan skip"), *dir_);
-  const auto too_many = run_cli(1, train_args("--steps 5 --on-nan skip --max-nan-skips 0"), *dir_);
+  const auto abort = run_cli(2, train_args("--steps 5"), dir_);
+  const auto skip = run_cli(1, train_args("--steps 5 --on-nan skip"), dir_);
+  const auto too_many = run_cli(1, train_args("--steps 5 --on-nan skip --max-nan-skips 0"), dir_);
   ::unsetenv("TENSORPAR_TEST_NAN_AT_STEP");
   EXPECT_EQ(abort.exit_code, 1);
   EXPECT_EQ(abort.error_lines(), 1) << abort.err;
@@ -260,7 +246,7 @@ TEST_F(CheckpointFaults, DiskFullIsOneErrorWithThePreviousCheckpointIntact) {
   // about two checkpoints of this model (~0.5 MB each) fit
   if (std::system(("mount -t tmpfs -o size=1100k tmpfs " + mnt + " 2>/dev/null").c_str()) != 0)
     GTEST_SKIP() << "cannot mount a small tmpfs here (needs root and mount permission); disk-full path not tested";
-  const auto r = run_cli(2, train_args("--steps 50 --save-every 1 --out " + mnt + "/out"), *dir_);
+  const auto r = run_cli(2, train_args("--steps 50 --save-every 1 --out " + mnt + "/out"), dir_);
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_EQ(r.error_lines(), 1) << r.err;
   EXPECT_NE(r.err.find("No space left on device"), std::string::npos) << r.err;
@@ -273,7 +259,7 @@ TEST_F(CheckpointFaults, DiskFullIsOneErrorWithThePreviousCheckpointIntact) {
   std::system(("umount " + mnt).c_str());
 
   // an --out that cannot be a directory fails at once, before training
-  const auto bad = run_cli(2, train_args("--steps 50 --save-every 1 --out /proc/tensorpar_not_writable"), *dir_);
+  const auto bad = run_cli(2, train_args("--steps 50 --save-every 1 --out /proc/tensorpar_not_writable"), dir_);
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_EQ(bad.error_lines(), 1) << bad.err;
   EXPECT_NE(bad.err.find("is not a writable directory"), std::string::npos) << bad.err;

@@ -28,19 +28,8 @@ namespace fs = std::filesystem;
 using testing::CliResult;
 using testing::run_cli;
 
-class Failures : public ::testing::Test {
+class Failures : public testing::ScratchTextTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new std::string(fs::temp_directory_path() / ("tensorpar_failures_" + std::to_string(::getpid())));
-    fs::create_directories(*dir_);
-    std::ofstream out(*dir_ + "/text.txt");
-    for (int i = 0; i < 300; ++i) out << "It was the best of times, it was the worst of times; line " << i % 13 << ".\n";
-  }
-  static void TearDownTestSuite() {
-    fs::remove_all(*dir_);
-    delete dir_;
-  }
-  static std::string path(const std::string& name) { return *dir_ + "/" + name; }
   static std::string train_args(int steps, const std::string& extra) {
     return "train --data " + path("text.txt") + " --layers 1 --hidden 32 --heads 2 --seq 16 --batch 2 --steps " +
            std::to_string(steps) + " --val-fraction 0.1 " + extra;
@@ -48,14 +37,12 @@ class Failures : public ::testing::Test {
   // Runs and returns the result with the wall time of the whole mpirun job in seconds.
   static std::pair<CliResult, double> timed(int ranks, const std::string& args) {
     const auto t0 = std::chrono::steady_clock::now();
-    CliResult r = run_cli(ranks, args, *dir_);
+    CliResult r = run_cli(ranks, args, dir_);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("[ timing   ] %.2f s: tensorpar %s\n", seconds, args.c_str());
     return {std::move(r), seconds};
   }
-  static std::string* dir_;
 };
-std::string* Failures::dir_ = nullptr;
 
 // Bound on a failing job's wall time: mpirun's start (about 1 s here, more on a loaded machine) plus
 // main's 1 s wait for the other ranks. Before the fix a one-rank error took 10.5-11.5 s (a 10 s wait,
@@ -179,14 +166,14 @@ TEST_F(Failures, RankStoppedWithSigstopEndsTheJobWithinTheCommTimeout) {
 
 // The watchdog does not fire on a healthy run, and a bad value is refused with one line.
 TEST_F(Failures, CommTimeoutLeavesAHealthyRunAloneAndRefusesBadValues) {
-  const auto ok = run_cli(2, "--comm-timeout 60 " + train_args(3, "--json"), *dir_);
+  const auto ok = run_cli(2, "--comm-timeout 60 " + train_args(3, "--json"), dir_);
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_EQ(ok.error_lines(), 0) << ok.err;
-  const auto negative = run_cli(2, "--comm-timeout -1 " + train_args(3, ""), *dir_);
+  const auto negative = run_cli(2, "--comm-timeout -1 " + train_args(3, ""), dir_);
   EXPECT_NE(negative.exit_code, 0);
   EXPECT_EQ(negative.error_lines(), 1) << negative.err;
   EXPECT_NE(negative.err.find("--comm-timeout"), std::string::npos) << negative.err;
-  const auto nan = run_cli(2, "--comm-timeout nan " + train_args(3, ""), *dir_);
+  const auto nan = run_cli(2, "--comm-timeout nan " + train_args(3, ""), dir_);
   EXPECT_NE(nan.exit_code, 0);
   EXPECT_EQ(nan.error_lines(), 1) << nan.err;
 }

@@ -16,31 +16,17 @@ namespace {
 namespace fs = std::filesystem;
 using testing::run_cli;
 
-class TrainCommand : public ::testing::Test {
+class TrainCommand : public testing::ScratchTextTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new std::string(fs::temp_directory_path() / ("tensorpar_cli_" + std::to_string(::getpid())));
-    fs::create_directories(*dir_);
-    std::ofstream out(*dir_ + "/text.txt");
-    for (int i = 0; i < 300; ++i)
-      out << "It was the best of times, it was the worst of times; line " << i % 13 << " of a tale.\n";
-  }
-  static void TearDownTestSuite() {
-    fs::remove_all(*dir_);
-    delete dir_;
-  }
-  static std::string path(const std::string& name) { return *dir_ + "/" + name; }
   static std::string train_args(const std::string& extra) {
     return "train --data " + path("text.txt") + " --layers 2 --hidden 32 --heads 4 --seq 32 --batch 4 --steps 12" +
            " --lr 3e-3 --warmup 2 --seed 7 --json " + extra;
   }
-  static std::string* dir_;
 };
-std::string* TrainCommand::dir_ = nullptr;
 
 TEST_F(TrainCommand, SameLossAtOneAndTwoRanksAndTheLossFalls) {
-  const auto one = run_cli(1, train_args("--metrics " + path("m1.jsonl")), *dir_);
-  const auto two = run_cli(2, train_args("--metrics " + path("m2.jsonl") + " --out " + path("model")), *dir_);
+  const auto one = run_cli(1, train_args("--metrics " + path("m1.jsonl")), dir_);
+  const auto two = run_cli(2, train_args("--metrics " + path("m2.jsonl") + " --out " + path("model")), dir_);
   ASSERT_EQ(one.exit_code, 0) << one.err;
   ASSERT_EQ(two.exit_code, 0) << two.err;
   const auto j1 = nlohmann::json::parse(one.last_line()), j2 = nlohmann::json::parse(two.last_line());
@@ -56,13 +42,13 @@ TEST_F(TrainCommand, SameLossAtOneAndTwoRanksAndTheLossFalls) {
 
   // the TP=2 model samples the same greedy text at TP=1 and TP=4
   const std::string sample = "sample --model " + path("model") + " --prompt 'It was' -n 20 --temperature 0";
-  const auto s1 = run_cli(1, sample, *dir_), s4 = run_cli(4, sample, *dir_);
+  const auto s1 = run_cli(1, sample, dir_), s4 = run_cli(4, sample, dir_);
   ASSERT_EQ(s1.exit_code, 0) << s1.err;
   ASSERT_EQ(s4.exit_code, 0) << s4.err;
   EXPECT_EQ(s1.out, s4.out);
   EXPECT_NE(s1.out.find("It was"), std::string::npos) << s1.out;
 
-  const auto report = run_cli(1, "report " + path("m2.jsonl") + " -o " + path("loss.svg"), *dir_);
+  const auto report = run_cli(1, "report " + path("m2.jsonl") + " -o " + path("loss.svg"), dir_);
   ASSERT_EQ(report.exit_code, 0) << report.err;
   std::ifstream svg(path("loss.svg"));
   std::string first;
@@ -75,16 +61,16 @@ TEST_F(TrainCommand, SameLossAtOneAndTwoRanksAndTheLossFalls) {
 // 2^-7 ~ 0.47 of the loss) is far looser; 5% is an engineering tolerance (measured: under 1%) that
 // still fails if compression breaks training.
 TEST_F(TrainCommand, CompressedTpTrafficTrainsAndSamples) {
-  const auto f32 = run_cli(2, train_args("--out " + path("model_c")), *dir_);
+  const auto f32 = run_cli(2, train_args("--out " + path("model_c")), dir_);
   ASSERT_EQ(f32.exit_code, 0) << f32.err;
   const double reference = nlohmann::json::parse(f32.last_line()).at("loss");
   for (const char* dtype : {"bf16", "int8"}) {
-    const auto r = run_cli(2, train_args(std::string("--tp-comm-dtype ") + dtype), *dir_);
+    const auto r = run_cli(2, train_args(std::string("--tp-comm-dtype ") + dtype), dir_);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const double loss = nlohmann::json::parse(r.last_line()).at("loss");
     EXPECT_NEAR(loss, reference, 0.05 * reference) << dtype;
   }
-  const auto s = run_cli(2, "sample --model " + path("model_c") + " --prompt 'It was' -n 5 --tp-comm-dtype int8", *dir_);
+  const auto s = run_cli(2, "sample --model " + path("model_c") + " --prompt 'It was' -n 5 --tp-comm-dtype int8", dir_);
   ASSERT_EQ(s.exit_code, 0) << s.err;
   EXPECT_NE(s.out.find("It was"), std::string::npos) << s.out;
 }
@@ -106,7 +92,7 @@ TEST_P(TrainCommandBadInput, OneErrorLineAndNonZeroExitOnEveryRank) {
     std::ofstream(path("bad.bin"), std::ios::binary) << std::string("\x01\x02\x00\x00garbage\x00\x00", 13);
     args = "train --data " + path("bad.bin") + " --steps 2";
   }
-  const auto r = run_cli(bad.ranks, args, *dir_);
+  const auto r = run_cli(bad.ranks, args, dir_);
   EXPECT_NE(r.exit_code, 0) << "exit code " << r.exit_code << " (124 would be a hang)";
   EXPECT_NE(r.exit_code, 124) << "timed out: a rank hung";
   EXPECT_EQ(r.error_lines(), 1) << r.err;

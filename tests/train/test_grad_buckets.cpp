@@ -45,15 +45,6 @@ TEST(GradBuckets, OneAllReducePerBucketCutAtParameterStarts) {
   EXPECT_EQ(GradBuckets(world, data, cuts, int64_t(1) << 30).bucket_count(), 1u);
 }
 
-std::string write_corpus(ProcessGroup& world, const testing::SharedTempDir& dir) {
-  const std::string path = dir.path("corpus.txt");
-  if (world.rank() == 0) {
-    std::ofstream out(path);
-    for (int i = 0; i < 200; ++i) out << "pack my box with five dozen liquor jugs " << (i % 5) << ".\n";
-  }
-  world.barrier();
-  return path;
-}
 
 // Every TP x DP mesh of this world with DP > 1.
 std::vector<int> tp_degrees(int world_size) {
@@ -67,7 +58,7 @@ TEST(GradBuckets, TrainingEqualsPerParameterAllReduceBitForBit) {
   ProcessGroup world = ProcessGroup::world();
   testing::SharedTempDir dir(world);
   TrainOptions o;
-  o.data = write_corpus(world, dir);
+  o.data = testing::write_corpus(world, dir, "pack my box with five dozen liquor jugs ", 5, ".\n");
   o.model.layers = 3;
   o.model.hidden = 32;
   o.model.heads = 4;

@@ -11,16 +11,7 @@
 namespace tensorpar {
 namespace {
 
-std::string write_corpus(ProcessGroup& world, const testing::SharedTempDir& dir) {
-  const std::string path = dir.path("corpus.txt");
-  if (world.rank() == 0) {
-    std::ofstream out(path);
-    for (int i = 0; i < 200; ++i)
-      out << "the quick brown fox jumps over the lazy dog " << (i % 7) << ". a stitch in time saves nine.\n";
-  }
-  world.barrier();
-  return path;
-}
+using testing::write_corpus;
 
 TrainOptions options(const std::string& data) {
   TrainOptions o;
