@@ -95,7 +95,12 @@ TEST_F(LargeData, GlobOfMultiGigabyteShardsTrainsWithBoundedMemory) {
   const double rss_mb = j.at("peak_rss_mb"), data_mb = double(kShards) * 2 * kShardTokens / 1e6;
   std::printf("peak RSS per rank %.1f MB with a %.0f MB data set (%lld tokens)\n", rss_mb, data_mb,
               static_cast<long long>(data.size()));
-  EXPECT_LT(rss_mb, 200.0) << "resident memory must not grow with the " << data_mb << " MB of data";
+#if defined(__SANITIZE_ADDRESS__)
+  const double bound_mb = 1000.0;  // AddressSanitizer's shadow memory and quarantine: 214 MB measured
+#else
+  const double bound_mb = 200.0;  // 27.5 MB measured
+#endif
+  EXPECT_LT(rss_mb, bound_mb) << "resident memory must not grow with the " << data_mb << " MB of data";
   EXPECT_TRUE(j.contains("val_loss"));
   EXPECT_TRUE(std::isfinite(double(j.at("loss"))));
 
