@@ -43,6 +43,13 @@ echo "fresh-debian: minbase root in $((SECONDS - t0)) s" >&2
 cp -L /etc/resolv.conf /etc/hosts "$sys/etc/"
 mnt "$sys/proc" -t proc proc
 mnt "$sys/sys" --bind /sys
+# a booted machine has its cgroup hierarchy mounted (slurmd needs it); a plain --bind of /sys leaves it out
+# (cgroup v1 has one mount per controller below it: --rbind; rslave so that unmounting our copy
+# never propagates back to the host's)
+if mountpoint -q /sys/fs/cgroup; then
+  mnt "$sys/sys/fs/cgroup" --rbind /sys/fs/cgroup
+  mount --make-rslave "$sys/sys/fs/cgroup"
+fi
 mnt "$sys/dev" --bind /dev
 mnt "$sys/dev/pts" --bind /dev/pts
 # Open MPI's shared-memory transport maps files under /dev/shm: a fresh tmpfs, not the host's
