@@ -34,13 +34,10 @@ struct CliResult {
   }
 };
 
-// `ranks` MPI processes of `tensorpar <args>`; a 120 s timeout turns a hang into a failure.
-inline CliResult run_cli(int ranks, const std::string& args, const std::string& scratch) {
+// `command` run by the shell with stdout and stderr captured in files under `scratch`.
+inline CliResult run_captured(const std::string& command, const std::string& scratch) {
   const std::string out_path = scratch + "/stdout.txt", err_path = scratch + "/stderr.txt";
-  const std::string cmd = std::string("timeout 120 ") + TENSORPAR_MPIRUN + " -np " + std::to_string(ranks) +
-                          " --oversubscribe --bind-to none " + TENSORPAR_CLI + " " + args + " > " + out_path +
-                          " 2> " + err_path;
-  const int status = std::system(cmd.c_str());
+  const int status = std::system((command + " > " + out_path + " 2> " + err_path).c_str());
   CliResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   auto slurp = [](const std::string& path) {
@@ -52,6 +49,13 @@ inline CliResult run_cli(int ranks, const std::string& args, const std::string& 
   r.out = slurp(out_path);
   r.err = slurp(err_path);
   return r;
+}
+
+// `ranks` MPI processes of `tensorpar <args>`; a 120 s timeout turns a hang into a failure.
+inline CliResult run_cli(int ranks, const std::string& args, const std::string& scratch) {
+  return run_captured(std::string("timeout 120 ") + TENSORPAR_MPIRUN + " -np " + std::to_string(ranks) +
+                          " --oversubscribe --bind-to none " + TENSORPAR_CLI + " " + args,
+                      scratch);
 }
 
 // A fixture whose test suite shares a scratch directory holding text.txt, 300 lines of English:

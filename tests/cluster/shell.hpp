@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/cli_runner.hpp"
 #include "tensorpar/io/metrics.hpp"
 
 namespace tensorpar::testing {
@@ -22,29 +23,12 @@ namespace tensorpar::testing {
 inline constexpr int kSkipExit = 77;
 inline constexpr int kSteps = 6;
 
-struct ShellResult {
-  int exit_code = -1;
-  std::string out, err;
-};
+using ShellResult = CliResult;
 
 // `sh -c cmd` in `scratch`; a 300 s limit turns a hang into a failure (exit 124).
 inline ShellResult shell(const std::string& cmd, const std::string& scratch) {
-  const std::string out_path = scratch + "/shell_out.txt", err_path = scratch + "/shell_err.txt";
   std::ofstream(scratch + "/shell_cmd.sh") << cmd << "\n";
-  const std::string line =
-      "cd " + scratch + " && timeout 300 sh " + scratch + "/shell_cmd.sh > " + out_path + " 2> " + err_path;
-  const int status = std::system(line.c_str());
-  ShellResult r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  auto slurp = [](const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  };
-  r.out = slurp(out_path);
-  r.err = slurp(err_path);
-  return r;
+  return run_captured("cd " + scratch + " && timeout 300 sh " + scratch + "/shell_cmd.sh", scratch);
 }
 
 // A small text corpus (the tests train a byte-level model on it).
