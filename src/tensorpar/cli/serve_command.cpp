@@ -18,6 +18,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
+#include <cstdlib>
 #include <deque>
 #include <filesystem>
 #include <mutex>
@@ -587,6 +588,11 @@ void add_serve_command(CLI::App& app, Runner& run) {
       } stop_http{hub, server, http};
       print_rank0(world, fmt::format("tensorpar serve: listening on http://{}:{} (model {}, TP={}, max batch {})\n",
                                      o->host, port, name, world.size(), o->max_batch));
+      // Test hook (tests/cli/test_serve.cpp): TENSORPAR_TEST_SERVE_STEP_DELAY_MS paces the decode loop,
+      // so that a test of a disconnecting client does not race a tiny model that decodes 250 tokens
+      // in a few milliseconds. Rank 0 sleeps; the others wait for it in the next broadcast.
+      const char* delay_env = std::getenv("TENSORPAR_TEST_SERVE_STEP_DELAY_MS");
+      const auto step_delay = std::chrono::milliseconds(delay_env ? std::atoi(delay_env) : 0);
       for (;;) {
         std::string message;
         if (root) message = hub.next_step(batcher.active() == 0 && batcher.waiting() == 0);
@@ -610,6 +616,7 @@ void add_serve_command(CLI::App& app, Runner& run) {
           // state first: a client woken by its last token may read /metrics at once
           hub.set_batch_state(batcher.active(), batcher.waiting());
           hub.deliver(tokens);
+          if (step_delay.count() > 0 && !tokens.empty()) std::this_thread::sleep_for(step_delay);
         }
       }
       stop_http.finish();
