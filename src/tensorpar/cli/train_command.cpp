@@ -1,4 +1,5 @@
 // tensorpar train: train a GPT-2 (or Llama) model with tensor parallelism on a token or text file.
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <sys/resource.h>
 
@@ -103,6 +104,10 @@ void add_train_command(CLI::App& app, Runner& run) {
          },
          "how bucket all-reduces run: nonblocking (MPI_Iallreduce, overlaps backward) or deferred (blocking, at the step's end) [nonblocking]")
       ->check(CLI::IsMember({"nonblocking", "deferred"}));
+  cmd->add_option("--zero", o->zero,
+                  "1: ZeRO-1, AdamW state sharded over the data-parallel ranks (gradients reduce-scattered in the "
+                  "same buckets, weights all-gathered; optimizer memory / DP; a no-op with DP=1); 0: off")
+      ->capture_default_str();
   cmd->add_option("--steps", o->steps, "optimizer steps")->capture_default_str();
   cmd->add_option("--lr", o->schedule.lr, "peak learning rate")->capture_default_str();
   cmd->add_option("--warmup", o->schedule.warmup_steps, "linear warm-up steps")->capture_default_str();
@@ -170,6 +175,11 @@ void add_train_command(CLI::App& app, Runner& run) {
       world.all_reduce(std::span<double>(&peak_rss_mb, 1), {ReduceOp::Max});
       nlohmann::json j{{"loss", r.loss}, {"tokens_per_s", r.tokens_per_s}, {"grad_norm", r.grad_norm},
                        {"steps", r.steps}, {"parameters", r.parameters}, {"dp_buckets", r.dp_buckets}, {"peak_rss_mb", peak_rss_mb}};
+      // AdamW state bytes of each rank (ZeRO-1 shards differ by a few elements when DP does not divide a bucket)
+      std::vector<int64_t> optimizer_bytes(size_t(world.size()));
+      world.all_gather(std::span<int64_t>(optimizer_bytes), std::span<const int64_t>(&r.optimizer_bytes, 1));
+      j["optimizer_bytes"] = *std::max_element(optimizer_bytes.begin(), optimizer_bytes.end());
+      j["optimizer_bytes_per_rank"] = optimizer_bytes;
       if (r.val_loss >= 0) j["val_loss"] = r.val_loss;
       if (!options.out.empty()) j["out"] = options.out;
       if (!r.last_checkpoint.empty()) j["checkpoint"] = r.last_checkpoint;

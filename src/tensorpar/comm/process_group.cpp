@@ -74,11 +74,18 @@ const char* comm_dtype_name(CommDtype d) {
 Work::Work(ProcessGroup* group, MPI_Request request, Collective what)
     : group_(group), request_(request), what_(what) {}
 
+Work::Work(ProcessGroup* group, MPI_Request request, Collective what, std::vector<int> displacements)
+    : group_(group), request_(request), what_(what), displacements_(std::move(displacements)) {}
+
 Work::Work(ProcessGroup* group, std::span<float> deferred_all_reduce)
     : group_(group), deferred_(deferred_all_reduce) {}
 
 Work::Work(Work&& other) noexcept
-    : group_(other.group_), request_(other.request_), deferred_(other.deferred_), what_(other.what_) {
+    : group_(other.group_),
+      request_(other.request_),
+      deferred_(other.deferred_),
+      what_(other.what_),
+      displacements_(std::move(other.displacements_)) {
   other.request_ = MPI_REQUEST_NULL;
   other.deferred_ = {};
 }
@@ -92,6 +99,7 @@ Work& Work::operator=(Work&& other) noexcept {
     request_ = other.request_;
     deferred_ = other.deferred_;
     what_ = other.what_;
+    displacements_ = std::move(other.displacements_);
     other.request_ = MPI_REQUEST_NULL;
     other.deferred_ = {};
   }
@@ -130,8 +138,11 @@ void Work::wait() {
     rc = MPI_Wait(&request_, MPI_STATUS_IGNORE);
   }
   request_ = MPI_REQUEST_NULL;
+  displacements_.clear();
   if (group_) group_->stats_.seconds += now() - t0;
-  if (profiling_enabled()) add_to_profile("all_reduce wait (async)", now() - t0);
+  if (profiling_enabled())
+    add_to_profile(what_ == Collective::AllReduce ? "all_reduce wait (async)" : "uneven collective wait (async)",
+                   now() - t0);
   if (rc != MPI_SUCCESS) throw_mpi_error(rc, collective_name(what_));
 }
 
@@ -230,6 +241,74 @@ void ProcessGroup::reduce_scatter(std::span<float> out, std::span<const float> i
                                      MPI_SUM, comm_),
             "reduce_scatter");
   record(Collective::ReduceScatter, int64_t(in.size_bytes()), now() - t0);
+}
+
+namespace {
+
+// MPI's per-rank counts of an uneven collective over `data` (checked to add up to its size) and the
+// pieces' offsets.
+std::vector<int> uneven_displacements(std::span<const int> counts, size_t size, int ranks, const char* what) {
+  TP_CHECK(counts.size() == size_t(ranks), CommError, "{}: {} counts for {} ranks", what, counts.size(), ranks);
+  std::vector<int> displacements(counts.size());
+  int64_t total = 0;
+  for (size_t r = 0; r < counts.size(); ++r) {
+    TP_CHECK(counts[r] >= 0, CommError, "{}: negative count {} for rank {}", what, counts[r], r);
+    displacements[r] = mpi_count(size_t(total), what);
+    total += counts[r];
+  }
+  TP_CHECK(total == int64_t(size), CommError, "{}: counts add up to {} elements but the buffer has {}", what, total,
+           size);
+  return displacements;
+}
+
+}  // namespace
+
+void ProcessGroup::reduce_scatter_in_place(std::span<float> data, std::span<const int> counts) {
+  uneven_displacements(counts, data.size(), size_, "reduce_scatter");
+  const double t0 = now();
+  if (size_ > 1) {
+    detail::InCollective in_flight("reduce_scatter", *this);
+    MPI_CHECK(MPI_Reduce_scatter(MPI_IN_PLACE, data.data(), counts.data(), MPI_FLOAT, MPI_SUM, comm_),
+              "reduce_scatter");
+  }
+  record(Collective::ReduceScatter, int64_t(data.size_bytes()), now() - t0);
+}
+
+Work ProcessGroup::reduce_scatter_in_place_async(std::span<float> data, std::span<const int> counts) {
+  uneven_displacements(counts, data.size(), size_, "reduce_scatter");
+  const double t0 = now();
+  record(Collective::ReduceScatter, int64_t(data.size_bytes()), 0);
+  if (size_ == 1) return {};
+  MPI_Request request = MPI_REQUEST_NULL;
+  MPI_CHECK(MPI_Ireduce_scatter(MPI_IN_PLACE, data.data(), counts.data(), MPI_FLOAT, MPI_SUM, comm_, &request),
+            "reduce_scatter (non-blocking)");
+  stats_.seconds += now() - t0;
+  return Work(this, request, Collective::ReduceScatter);
+}
+
+void ProcessGroup::all_gather_in_place(std::span<float> data, std::span<const int> counts) {
+  const std::vector<int> displacements = uneven_displacements(counts, data.size(), size_, "all_gather");
+  const double t0 = now();
+  if (size_ > 1) {
+    detail::InCollective in_flight("all_gather", *this);
+    MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data.data(), counts.data(), displacements.data(),
+                             MPI_FLOAT, comm_),
+              "all_gather");
+  }
+  record(Collective::AllGather, int64_t(data.size_bytes()), now() - t0);
+}
+
+Work ProcessGroup::all_gather_in_place_async(std::span<float> data, std::span<const int> counts) {
+  std::vector<int> displacements = uneven_displacements(counts, data.size(), size_, "all_gather");
+  const double t0 = now();
+  record(Collective::AllGather, int64_t(data.size_bytes()), 0);
+  if (size_ == 1) return {};
+  MPI_Request request = MPI_REQUEST_NULL;
+  MPI_CHECK(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data.data(), counts.data(), displacements.data(),
+                            MPI_FLOAT, comm_, &request),
+            "all_gather (non-blocking)");
+  stats_.seconds += now() - t0;
+  return Work(this, request, Collective::AllGather, std::move(displacements));
 }
 
 template <class T>

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "tensorpar/core/error.hpp"
 
@@ -59,6 +60,8 @@ class Work {
  public:
   Work() = default;
   Work(ProcessGroup* group, MPI_Request request, Collective what);
+  // The same, keeping `displacements` (an uneven collective's) alive until the request completes.
+  Work(ProcessGroup* group, MPI_Request request, Collective what, std::vector<int> displacements);
   // A deferred all-reduce of `data`, run by wait().
   Work(ProcessGroup* group, std::span<float> deferred_all_reduce);
   Work(Work&& other) noexcept;
@@ -74,6 +77,7 @@ class Work {
   MPI_Request request_ = MPI_REQUEST_NULL;
   std::span<float> deferred_;
   Collective what_ = Collective::AllReduce;
+  std::vector<int> displacements_;  // read by MPI until the request completes (moves keep the buffer)
 };
 
 class ProcessGroup {
@@ -110,6 +114,19 @@ class ProcessGroup {
   void all_gather(std::span<T> out, std::span<const T> in);
   // out[i] = sum over ranks r of in_r[rank * out.size() + i].
   void reduce_scatter(std::span<float> out, std::span<const float> in);
+  // Uneven pieces, in place (MPI_Reduce_scatter with MPI_IN_PLACE): `data` is the concatenation of
+  // every rank's piece in rank order, rank r's of counts[r] elements (sum = data.size()). Afterwards
+  // data[0, counts[rank()]) holds the sum over ranks of this rank's piece — at the start of `data`,
+  // as MPI puts it, not at the piece's offset; the rest of `data` is undefined.
+  void reduce_scatter_in_place(std::span<float> data, std::span<const int> counts);
+  // The same, non-blocking (MPI_Ireduce_scatter): `data` and `counts` must stay untouched until wait().
+  Work reduce_scatter_in_place_async(std::span<float> data, std::span<const int> counts);
+  // Uneven all-gather in place (MPI_Allgatherv with MPI_IN_PLACE): `data` is the concatenation of
+  // every rank's piece (counts[r] elements, rank order); this rank's piece is sent from its offset
+  // and every other piece is received into its own.
+  void all_gather_in_place(std::span<float> data, std::span<const int> counts);
+  // The same, non-blocking (MPI_Iallgatherv): `data` and `counts` must stay untouched until wait().
+  Work all_gather_in_place_async(std::span<float> data, std::span<const int> counts);
   template <class T>
   void broadcast(std::span<T> data, int root);
   void broadcast_string(std::string& s, int root);

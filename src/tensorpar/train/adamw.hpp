@@ -26,6 +26,12 @@ class AdamW {
   Tensor& exp_avg(size_t i) { return m_.at(i); }
   Tensor& exp_avg_sq(size_t i) { return v_.at(i); }
   const AdamWConfig& config() const { return config_; }
+  // Bytes of state (m and v of every parameter); ZeroOptimizer holds 1/D of it.
+  int64_t optimizer_bytes() const {
+    int64_t bytes = 0;
+    for (const Tensor& t : m_) bytes += 2 * int64_t(t.nbytes());
+    return bytes;
+  }
 
  private:
   std::vector<Parameter*> parameters_;

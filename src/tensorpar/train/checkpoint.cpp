@@ -22,11 +22,6 @@ constexpr const char* kOptimizerFile = "optimizer.safetensors";
 constexpr const char* kFormat = "tensorpar-checkpoint-1";
 const std::vector<std::string> kFiles = {"model.safetensors", "config.json", kOptimizerFile};
 
-std::vector<io::ParameterTensors> moments(AdamW& optimizer) {
-  return {{".exp_avg", [&optimizer](size_t i) { return optimizer.exp_avg(i).f32(); }},
-          {".exp_avg_sq", [&optimizer](size_t i) { return optimizer.exp_avg_sq(i).f32(); }}};
-}
-
 // step of a "step_XXXXXXXX" name, -1 for any other name
 int64_t step_of(const std::string& name) {
   if (name.rfind("step_", 0) != 0 || name.size() <= 5) return -1;
@@ -79,8 +74,14 @@ void remove_checkpoint_dir(const fs::path& dir) {
 
 std::string checkpoint_dir_name(int64_t step) { return fmt::format("step_{:08d}", step); }
 
+std::vector<io::ParameterTensors> adamw_moments(AdamW& optimizer) {
+  return {{".exp_avg", [&optimizer](size_t i) { return optimizer.exp_avg(i).f32(); }},
+          {".exp_avg_sq", [&optimizer](size_t i) { return optimizer.exp_avg_sq(i).f32(); }}};
+}
+
 std::string save_checkpoint(ProcessGroup& world, ProcessGroup& tp, ProcessGroup& dp, TransformerLM& model,
-                            AdamW& optimizer, const CheckpointState& state, const std::string& out, int keep) {
+                            const std::vector<io::ParameterTensors>& moments, const CheckpointState& state,
+                            const std::string& out, int keep) {
   const std::string name = checkpoint_dir_name(state.step);
   const fs::path final_dir = fs::path(out) / name, tmp = fs::path(out) / (".tmp." + name);
   std::string error;
@@ -98,7 +99,7 @@ std::string save_checkpoint(ProcessGroup& world, ProcessGroup& tp, ProcessGroup&
     started = true;
     if (dp.rank() == 0) {  // one replica of the model writes; its TP ranks each write their slices
       io::write_hf_files(tp, model, tmp.string());
-      io::save_parameter_tensors(tp, model.config(), model.parameters(), moments(optimizer),
+      io::save_parameter_tensors(tp, model.config(), model.parameters(), moments,
                                  (tmp / kOptimizerFile).string());
     }
   } catch (const Error& e) {
@@ -192,9 +193,10 @@ CheckpointState read_checkpoint_state(const std::string& dir, bool verify) {
   return s;
 }
 
-void load_checkpoint(ProcessGroup& tp, TransformerLM& model, AdamW& optimizer, const std::string& dir) {
+void load_checkpoint(ProcessGroup& tp, TransformerLM& model, const std::vector<io::ParameterTensors>& moments,
+                     const std::string& dir) {
   io::load_hf_checkpoint(tp, model, dir);
-  io::load_parameter_tensors(tp, model.config(), model.parameters(), moments(optimizer),
+  io::load_parameter_tensors(tp, model.config(), model.parameters(), moments,
                              (fs::path(dir) / kOptimizerFile).string());
 }
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "tensorpar/comm/process_group.hpp"
+#include "tensorpar/io/hf_checkpoint.hpp"
 #include "tensorpar/model/config.hpp"
 #include "tensorpar/model/transformer.hpp"
 #include "tensorpar/train/adamw.hpp"
@@ -38,18 +39,27 @@ struct CheckpointState {
 // "step_00000100"
 std::string checkpoint_dir_name(int64_t step);
 
+// AdamW's moments as the checkpoint files key them (".exp_avg", ".exp_avg_sq" of parameters()[i]).
+// With ZeRO-1 the trainer passes the shards gathered whole instead (ZeroOptimizer::gather_moments):
+// the files are the same either way, so a checkpoint resumes with or without --zero.
+std::vector<io::ParameterTensors> adamw_moments(AdamW& optimizer);
+
 // Collective over world (tp and dp are the mesh's groups): writes OUT/step_<state.step>/ as above,
+// `moments` (read on DP rank 0 only) as adamw_moments gives them;
 // then, with keep > 0, removes the oldest complete checkpoints beyond `keep`. Returns the directory.
 // On any failure (disk full, unwritable OUT) every rank throws the same IoError, the temporary
 // directory is removed and earlier checkpoints are untouched.
 std::string save_checkpoint(ProcessGroup& world, ProcessGroup& tp, ProcessGroup& dp, TransformerLM& model,
-                            AdamW& optimizer, const CheckpointState& state, const std::string& out, int keep);
+                            const std::vector<io::ParameterTensors>& moments, const CheckpointState& state,
+                            const std::string& out, int keep);
 
 // DIR/trainer_state.json; verify: also the size and CRC32C of every file it lists. IoError naming the file.
 CheckpointState read_checkpoint_state(const std::string& dir, bool verify);
 
-// Collective over tp: the weights and AdamW's moments from DIR, at this TP degree (the step count is in the state).
-void load_checkpoint(ProcessGroup& tp, TransformerLM& model, AdamW& optimizer, const std::string& dir);
+// Collective over tp: the weights and AdamW's moments (into `moments`, as adamw_moments gives them)
+// from DIR, at this TP degree (the step count is in the state).
+void load_checkpoint(ProcessGroup& tp, TransformerLM& model, const std::vector<io::ParameterTensors>& moments,
+                     const std::string& dir);
 
 // The newest OUT/step_* directory ("" if none).
 std::string latest_checkpoint(const std::string& out);

@@ -1,21 +1,26 @@
 #include "tensorpar/train/grad_buckets.hpp"
 
+#include <algorithm>
+
 #include "tensorpar/core/profile.hpp"
 
 namespace tensorpar {
 
+std::vector<int64_t> bucket_bounds(int64_t total, const std::vector<int64_t>& cuts, int64_t bucket_bytes) {
+  const int64_t bucket_elements = std::max<int64_t>(1, bucket_bytes / int64_t(sizeof(float)));
+  std::vector<int64_t> bounds{0};
+  for (int64_t cut : cuts) {
+    TP_CHECK(cut >= bounds.back() && cut <= total, Error, "gradient bucket cut {} out of order", cut);
+    if (cut - bounds.back() >= bucket_elements) bounds.push_back(cut);
+  }
+  if (bounds.back() < total) bounds.push_back(total);
+  if (bounds.size() == 1) bounds.push_back(total);  // an empty arena: one empty bucket
+  return bounds;
+}
+
 GradBuckets::GradBuckets(ProcessGroup& dp, std::span<float> arena, const std::vector<int64_t>& cuts,
                          int64_t bucket_bytes)
-    : dp_(dp), arena_(arena) {
-  const int64_t total = int64_t(arena.size());
-  const int64_t bucket_elements = std::max<int64_t>(1, bucket_bytes / int64_t(sizeof(float)));
-  bounds_.push_back(0);
-  for (int64_t cut : cuts) {
-    TP_CHECK(cut >= bounds_.back() && cut <= total, Error, "gradient bucket cut {} out of order", cut);
-    if (cut - bounds_.back() >= bucket_elements) bounds_.push_back(cut);
-  }
-  if (bounds_.back() < total) bounds_.push_back(total);
-  if (bounds_.size() == 1) bounds_.push_back(total);  // an empty arena: one empty bucket
+    : dp_(dp), arena_(arena), bounds_(bucket_bounds(int64_t(arena.size()), cuts, bucket_bytes)) {
   works_.resize(bucket_count());
 }
 

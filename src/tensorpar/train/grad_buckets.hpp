@@ -12,6 +12,11 @@
 
 namespace tensorpar {
 
+// Bucket bounds over an arena of `total` elements: [0, b1, ..., total], each bucket at least
+// bucket_bytes (but the last) and ending only at one of `cuts` or at the end. Shared with the
+// ZeRO-1 optimizer (train/zero_optimizer.hpp), which reduce-scatters the same buckets.
+std::vector<int64_t> bucket_bounds(int64_t total, const std::vector<int64_t>& cuts, int64_t bucket_bytes);
+
 class GradBuckets {
  public:
   // `cuts`: increasing arena offsets where a parameter's gradient starts (the first is 0); buckets

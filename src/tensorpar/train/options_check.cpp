@@ -36,6 +36,8 @@ void check_train_options(const TrainOptions& o) {
   check_positive(o.val_batches, "--val-batches");
   TP_CHECK(o.model.vocab_size >= 0, ConfigError, "--vocab must be positive (got {}; absent: from the data)",
            o.model.vocab_size);
+  TP_CHECK(o.zero == 0 || o.zero == 1, ConfigError,
+           "--zero {} is not supported; use 0 (off) or 1 (ZeRO-1: AdamW state sharded over data parallelism)", o.zero);
   TP_CHECK(o.tp >= 0, ConfigError, "--tp must be positive (got {})", o.tp);
   TP_CHECK(o.val_every >= 0, ConfigError, "--val-every must be 0 (only at the end) or positive (got {})", o.val_every);
   TP_CHECK(o.schedule.warmup_steps >= 0, ConfigError, "--warmup must not be negative (got {})",

@@ -21,6 +21,7 @@
 #include "tensorpar/train/grad_buckets.hpp"
 #include "tensorpar/train/grad_norm.hpp"
 #include "tensorpar/train/options_check.hpp"
+#include "tensorpar/train/zero_optimizer.hpp"
 
 namespace tensorpar {
 
@@ -125,6 +126,7 @@ nlohmann::json train_options_json(const TrainOptions& o, int tp_size, int dp_siz
           {"grad_clip", o.grad_clip},
           {"dp_bucket_mb", o.dp_bucket_mb},
           {"dp_overlap", o.dp_async == AsyncMode::Nonblocking ? "nonblocking" : "deferred"},
+          {"zero", o.zero},
           {"seed", o.seed},
           {"val_fraction", o.val_fraction},
           {"precision", o.compute.precision == Precision::BF16 ? "bf16" : "f32"},
@@ -206,11 +208,25 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
 
   TransformerLM model(tp, config, o.batch, o.seq, o.seed, o.compute);
   if (!o.init.empty()) io::load_hf_checkpoint(tp, model, o.init);
-  AdamW optimizer(model.parameters(), o.adamw);
+  // ZeRO-1 (--zero 1 with DP > 1) or AdamW replicated on every DP rank
+  if (dp.size() > 1) dp.set_async_mode(o.dp_async);
+  std::unique_ptr<ZeroOptimizer> zero;
+  std::unique_ptr<AdamW> adamw;
+  if (o.zero == 1 && dp.size() > 1)
+    zero = std::make_unique<ZeroOptimizer>(dp, tp, model, o.adamw, int64_t(o.dp_bucket_mb * 1024 * 1024));
+  else
+    adamw = std::make_unique<AdamW>(model.parameters(), o.adamw);
   int64_t first_step = 0;
   if (!resume_dir.empty()) {
-    load_checkpoint(tp, model, optimizer, resume_dir);
-    optimizer.set_steps_taken(resumed.adamw_steps);
+    if (zero) {  // the checkpoint holds whole moments: keep this rank's shard
+      ArenaMoments whole = zero->empty_moments();
+      load_checkpoint(tp, model, whole.tensors(model), resume_dir);
+      zero->load_moments(whole);
+      zero->set_steps_taken(resumed.adamw_steps);
+    } else {
+      load_checkpoint(tp, model, adamw_moments(*adamw), resume_dir);
+      adamw->set_steps_taken(resumed.adamw_steps);
+    }
     first_step = resumed.step;
     // the same data layout continues exactly; another DP degree or batch continues from rank 0's
     // position, which is where the next global batch starts
@@ -239,6 +255,7 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
   std::vector<int32_t> x(size_t(o.batch * o.seq)), y(x.size());
   TrainResult result;
   result.parameters = config.parameter_count();
+  result.optimizer_bytes = zero ? zero->optimizer_bytes() : adamw->optimizer_bytes();
   result.first_step = first_step;
   result.resumed_from = resume_dir;
   const double tokens_per_step = double(o.batch * o.seq * o.grad_accum * dp.size());
@@ -255,7 +272,7 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
   const auto checkpoint = [&](int64_t steps_done) {
     CheckpointState state;
     state.step = steps_done;
-    state.adamw_steps = optimizer.steps_taken();
+    state.adamw_steps = zero ? zero->steps_taken() : adamw->steps_taken();
     state.tp_size = tp.size();
     state.dp_size = dp.size();
     state.batch = o.batch;
@@ -268,7 +285,10 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
     state.model = config;
     state.options = options_json;
     const auto t0 = Clock::now();
-    result.last_checkpoint = save_checkpoint(world, tp, dp, model, optimizer, state, o.out, o.keep);
+    ArenaMoments gathered;  // ZeRO-1: the shards gathered whole, saved as the replicated optimizer's
+    if (zero) gathered = zero->gather_moments();
+    result.last_checkpoint = save_checkpoint(world, tp, dp, model, zero ? gathered.tensors(model) : adamw_moments(*adamw),
+                                             state, o.out, o.keep);
     if (metrics)
       metrics->write({{"step", steps_done},
                       {"checkpoint", result.last_checkpoint},
@@ -278,8 +298,10 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
   // data-parallel gradient buckets over the arena, cut at parameter starts
   std::unique_ptr<GradBuckets> buckets;
   TransformerLM::GradsReady on_grads_ready;
-  if (dp.size() > 1 && o.dp_bucket_mb > 0) {
-    dp.set_async_mode(o.dp_async);
+  if (zero) {
+    result.dp_buckets = int64_t(zero->bucket_count());
+    on_grads_ready = [&zero](int64_t n) { zero->ready(n); };
+  } else if (dp.size() > 1 && o.dp_bucket_mb > 0) {
     std::vector<int64_t> cuts;
     for (const Parameter* p : model.grad_order()) cuts.push_back(model.grad_offset(*p));
     buckets = std::make_unique<GradBuckets>(dp, model.grad_arena(), cuts, int64_t(o.dp_bucket_mb * 1024 * 1024));
@@ -301,7 +323,9 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
                      last ? on_grads_ready : TransformerLM::GradsReady{});
     }
     if (dp.size() > 1) {  // average gradients and the loss over data-parallel replicas
-      if (buckets) {
+      if (zero) {
+        zero->finish_gradients();
+      } else if (buckets) {
         buckets->finish();
       } else {
         for (Parameter* p : model.parameters()) {
@@ -312,15 +336,18 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
       dp.all_reduce(std::span<double>(&loss, 1));
       loss /= dp.size();
     }
-    if (o.inject_nan_at_step == step + 1) model.parameters().front()->grad.f32()[0] = std::numeric_limits<float>::quiet_NaN();
-    const double norm = clip_grad_norm(tp, model.parameters(), o.grad_clip);
+    if (o.inject_nan_at_step == step + 1) {
+      const std::span<float> g = zero ? zero->first_local_gradient() : model.parameters().front()->grad.span();
+      if (!g.empty()) g[0] = std::numeric_limits<float>::quiet_NaN();
+    }
+    const double norm = zero ? zero->clip_grad_norm(o.grad_clip) : clip_grad_norm(tp, model.parameters(), o.grad_clip);
     const float lr = schedule.at(step);
     // The loss is the same on every rank (all-reduced over DP, and over TP inside the loss) and so
     // is the norm (all-reduced over TP of DP-averaged gradients): every rank takes the same branch.
     const bool finite = std::isfinite(loss) && std::isfinite(norm);
     if (finite) {
       nan_in_row = 0;
-      optimizer.step(lr);
+      zero ? zero->step(lr) : adamw->step(lr);
     } else {
       TP_CHECK(o.on_nan == TrainOptions::OnNan::Skip, Error,
                "step {}: the loss is {} and the gradient norm {}; training stopped before the update reached the "

@@ -46,6 +46,10 @@ struct TrainOptions {
   // parameter after the whole backward (the old path, kept as the reference).
   double dp_bucket_mb = 25;
   AsyncMode dp_async = AsyncMode::Nonblocking;  // how the bucket all-reduces run (comm/process_group.hpp)
+  // 1: ZeRO-1, AdamW's state sharded over the DP group (train/zero_optimizer.hpp): the same buckets
+  // reduce-scattered instead of all-reduced, the weights all-gathered after the update. 0: off.
+  // With DP=1 there is nothing to shard: a no-op.
+  int zero = 0;
   uint64_t seed = 1337;
   double val_fraction = 0.1;  // tail of the data held out
   int64_t val_every = 0;      // steps between validations (0: only at the end)
@@ -70,6 +74,7 @@ struct TrainResult {
   int64_t first_step = 0;  // 0-based step it started at (> 0 after a resume)
   int64_t parameters = 0;
   int64_t dp_buckets = 0;       // gradient buckets per step (0: per-parameter all-reduce, or DP=1)
+  int64_t optimizer_bytes = 0;  // AdamW state on this rank (ZeRO-1: about 1/DP of it)
   int64_t skipped_steps = 0;    // non-finite steps whose update was dropped (--on-nan skip)
   int stop_signal = 0;          // the signal that stopped training early (0: ran to the end)
   std::string resumed_from;     // checkpoint directory ("" for a fresh start)
