@@ -75,6 +75,25 @@ TEST_F(TrainCommand, CompressedTpTrafficTrainsAndSamples) {
   EXPECT_NE(s.out.find("It was"), std::string::npos) << s.out;
 }
 
+// --zero 1 (ZeRO-1) at TP=1 x DP=2: the same loss as plain data parallelism (bit-identical at DP=2,
+// tests/train/test_zero_optimizer.cpp) with half the optimizer bytes per rank in --json; with one
+// rank it is a no-op.
+TEST_F(TrainCommand, ZeroOneHalvesTheOptimizerBytesWithTheSameLoss) {
+  const auto plain = run_cli(2, train_args("--tp 1 --steps 4"), dir_);
+  const auto zero = run_cli(2, train_args("--tp 1 --steps 4 --zero 1"), dir_);
+  const auto single = run_cli(1, train_args("--steps 4 --zero 1"), dir_);
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  ASSERT_EQ(zero.exit_code, 0) << zero.err;
+  ASSERT_EQ(single.exit_code, 0) << single.err;
+  const auto p = nlohmann::json::parse(plain.last_line()), z = nlohmann::json::parse(zero.last_line()),
+             one = nlohmann::json::parse(single.last_line());
+  EXPECT_EQ(double(z.at("loss")), double(p.at("loss")));
+  const double full = p.at("optimizer_bytes"), half = z.at("optimizer_bytes");
+  EXPECT_EQ(p.at("optimizer_bytes_per_rank").size(), 2u);
+  EXPECT_NEAR(half, full / 2, 0.02 * full) << z.dump();
+  EXPECT_EQ(double(one.at("optimizer_bytes")), full) << "--zero 1 with one rank keeps the whole optimizer";
+}
+
 struct BadInput {
   const char* name;
   int ranks;
@@ -108,7 +127,9 @@ INSTANTIATE_TEST_SUITE_P(
                       BadInput{"missing_data", 2, "", "nope.bin"},
                       BadInput{"malformed_data", 2, "", "bad.bin"},
                       BadInput{"unknown_flag", 2, "--no-such-flag", "no-such-flag"},
-                      BadInput{"unknown_tp_comm_dtype", 2, "--tp-comm-dtype fp8", "--tp-comm-dtype"}),
+                      BadInput{"unknown_tp_comm_dtype", 2, "--tp-comm-dtype fp8", "--tp-comm-dtype"},
+                      BadInput{"zero_stage_two", 2, "--tp 1 --zero 2", "--zero 2 is not supported; use 0 (off) or 1"},
+                      BadInput{"zero_not_a_number", 2, "--zero one", "--zero"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
