@@ -2,6 +2,8 @@
 // - the collectives one training step makes — calls and bytes per collective on the TP and DP groups —
 //   equal what ProcessGroup::stats() records in a real step at every (TP, DP) mesh of the world,
 //   GPT-2 and Llama (GQA with replicated KV heads at TP=4), plain TP, sequence parallel, full recompute;
+// - the same for a ZeRO-1 step (reduce-scatter and all-gather of the gradient arena, whose size the
+//   planner predicts exactly, padding included);
 // - parameters per rank, parameter tensor count and weights+gradients+AdamW bytes equal the model's,
 //   activation bytes equal TransformerLM::activation_bytes() (the formula of docs/memory.md plus the LM head);
 // - layout enumeration, host crossing, ZeRO-1 memory, fits / does not fit and the recommendation on a
@@ -14,6 +16,7 @@
 #include "tensorpar/model/memory.hpp"
 #include "tensorpar/train/grad_norm.hpp"
 #include "tensorpar/train/plan.hpp"
+#include "tensorpar/train/zero_optimizer.hpp"
 
 namespace tensorpar {
 namespace {
@@ -97,6 +100,24 @@ TEST_P(PlanStep, PredictedCommAndMemoryEqualARealStep) {
                      double(parameter_bytes_per_rank(model.parameters())));
     EXPECT_DOUBLE_EQ(activation_bytes_formula(m.model, B, T, tp, m.compute), double(model.activation_bytes()));
     expect_same(it->tp_comm, tp_comm, "plan_layouts TP");
+
+    // ZeRO-1 (train/zero_optimizer.hpp, one whole-arena bucket): a step as the trainer takes it
+    EXPECT_EQ(grad_arena_elements_per_rank(m.model, tp), int64_t(model.grad_arena().size()));
+    if (dp.size() > 1) {
+      PlanModel z = m;
+      z.zero1 = true;
+      ZeroOptimizer zero(dp, tpg, model, AdamWConfig{}, 0);
+      dp.reset_stats();
+      model.zero_grad();
+      loss = model.forward(x.data(), y.data(), B, T);
+      model.backward(x.data(), y.data(), B, T, 1.0f, [&zero](int64_t n) { zero.ready(n); });
+      zero.finish_gradients();
+      dp.all_reduce(std::span<double>(&loss, 1));
+      zero.clip_grad_norm(1.0);
+      zero.step(1e-3f);
+      predict_step_comm(z, tp, dp.size(), B, tp_comm, dp_comm, kv_comm);
+      expect_same(dp_comm, dp.stats(), "DP group, ZeRO-1");
+    }
   }
 }
 

@@ -68,6 +68,23 @@ int64_t parameter_elements_per_rank(const ModelConfig& c, int tp) {
   return c.layers * block + rest;
 }
 
+int64_t grad_arena_elements_per_rank(const ModelConfig& c, int tp) {
+  const int64_t h = c.hidden, hd = c.head_dim(), f = c.ffn_or_default() / tp, V = padded_vocab_size(c.vocab_size, tp) / tp;
+  const int64_t qkv_rows = (c.heads / tp + 2 * kv_heads_local(c, tp)) * hd;
+  constexpr int64_t kAlign = int64_t(Tensor::kAlignment / sizeof(float));
+  auto sum = [](std::initializer_list<int64_t> sizes) {
+    int64_t total = 0;
+    for (int64_t n : sizes) total += (n + kAlign - 1) / kAlign * kAlign;
+    return total;
+  };
+  // the tensors of parameter_elements_per_rank, each rounded up as TransformerLM's arena places them
+  if (gpt2(c))
+    return c.layers * sum({h, h, qkv_rows * h, qkv_rows, h * (h / tp), h, h, h, f * h, f, h * f, h}) +
+           sum({V * h, c.max_seq * h, h, h});
+  return c.layers * sum({h, qkv_rows * h, h * (h / tp), h, 2 * f * h, h * f}) +
+         sum({V * h, h, c.tie_embeddings ? 0 : V * h});
+}
+
 int64_t parameter_tensor_count(const ModelConfig& c) {
   if (gpt2(c)) return 2 + 12 * c.layers + 2;  // wte, wpe; 12 per block; final LayerNorm
   return 1 + 6 * c.layers + 1 + (c.tie_embeddings ? 0 : 1);
@@ -104,9 +121,15 @@ void predict_step_comm(const PlanModel& m, int tp, int dp, int64_t micro_batch, 
   if (c.kv_heads_or_heads() < tp) add(kv_comm, Collective::AllReduce, L, 2 * c.head_dim() * h * f32);
   if (dp > 1) {
     const int64_t grads = parameter_elements_per_rank(c, tp) * f32;
-    if (m.zero1) {  // reduce-scatter the gradients, all-gather the updated weights (one each, whole arena)
-      add(dp_comm, Collective::ReduceScatter, 1, grads);
-      add(dp_comm, Collective::AllGather, 1, grads);
+    if (m.zero1) {
+      // train/zero_optimizer.hpp with one bucket (--dp-bucket-mb 0, or an arena under the bucket
+      // size; more buckets: the same bytes in more calls): reduce-scatter the gradient arena
+      // (alignment padding included), all-gather the updated weights through it, and the gradient
+      // norm's sum of squares over the shards (a double)
+      const int64_t arena = grad_arena_elements_per_rank(c, tp) * f32;
+      add(dp_comm, Collective::ReduceScatter, 1, arena);
+      add(dp_comm, Collective::AllGather, 1, arena);
+      add(dp_comm, Collective::AllReduce, 1, 8);
     } else {  // the trainer: one all-reduce per parameter tensor, then the loss (double)
       dp_comm.calls[size_t(Collective::AllReduce)] += parameter_tensor_count(c);
       dp_comm.bytes[size_t(Collective::AllReduce)] += grads;

@@ -80,6 +80,9 @@ void predict_step_comm(const PlanModel& m, int tp, int dp, int64_t micro_batch, 
 // Parameter objects (one DP all-reduce each).
 int64_t parameter_elements_per_rank(const ModelConfig& c, int tp);
 int64_t parameter_tensor_count(const ModelConfig& c);
+// Elements of the gradient arena at TP degree tp: every parameter rounded up to 64 bytes
+// (TransformerLM::grad_arena), what ZeRO-1 reduce-scatters and all-gathers.
+int64_t grad_arena_elements_per_rank(const ModelConfig& c, int tp);
 // Activation bytes a TransformerLM holds from forward to backward (TransformerLM::activation_bytes):
 // the layers by model/memory.hpp's formula, plus the final norm, its input and output and the LM head.
 double activation_bytes_formula(const ModelConfig& c, int64_t batch, int64_t seq, int tp,
