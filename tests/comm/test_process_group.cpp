@@ -69,6 +69,52 @@ TEST(ProcessGroup, ReduceScatterGivesEachRankItsSummedBlock) {
   for (int i = 0; i < 3; ++i) EXPECT_EQ(out[i], float(n * (3 * world.rank() + i)));
 }
 
+// Uneven pieces in place (ZeRO-1's buckets): rank q's piece has q + 2 elements (a zero-length one
+// for the last rank too, to cover it), blocking and non-blocking, at every world size including 3.
+TEST(ProcessGroup, UnevenInPlaceReduceScatterAndAllGather) {
+  ProcessGroup world = ProcessGroup::world();
+  const int n = world.size(), r = world.rank();
+  std::vector<int> counts;
+  for (int q = 0; q < n; ++q) counts.push_back(q + 1 == n && n > 1 ? 0 : q + 2);
+  const int total = std::accumulate(counts.begin(), counts.end(), 0);
+  const int offset = std::accumulate(counts.begin(), counts.begin() + r, 0);
+  for (bool async : {false, true}) {
+    SCOPED_TRACE(async ? "non-blocking" : "blocking");
+    // element i is (r + 1) * i on rank r: the sum over ranks is n(n+1)/2 * i
+    std::vector<float> data(static_cast<size_t>(total));
+    for (int i = 0; i < total; ++i) data[size_t(i)] = float((r + 1) * i);
+    world.reset_stats();
+    if (async) {
+      Work w = world.reduce_scatter_in_place_async(std::span<float>(data), counts);
+      w.wait();
+    } else {
+      world.reduce_scatter_in_place(std::span<float>(data), counts);
+    }
+    // this rank's summed piece, at the start of the buffer as MPI puts it
+    for (int i = 0; i < counts[size_t(r)]; ++i)
+      ASSERT_EQ(data[size_t(i)], float(n * (n + 1) / 2 * (offset + i))) << "element " << i;
+    EXPECT_EQ(world.stats().count(Collective::ReduceScatter), 1);
+    EXPECT_EQ(world.stats().bytes[size_t(Collective::ReduceScatter)], 4 * total);
+
+    // every rank fills its own piece with its rank; the gather brings the others
+    std::vector<float> gathered(size_t(total), -1.0f);
+    for (int i = 0; i < counts[size_t(r)]; ++i) gathered[size_t(offset + i)] = float(r);
+    if (async) {
+      Work w = world.all_gather_in_place_async(std::span<float>(gathered), counts);
+      w.wait();
+    } else {
+      world.all_gather_in_place(std::span<float>(gathered), counts);
+    }
+    for (int q = 0, i = 0; q < n; ++q)
+      for (int k = 0; k < counts[size_t(q)]; ++k, ++i) ASSERT_EQ(gathered[size_t(i)], float(q)) << "element " << i;
+    EXPECT_EQ(world.stats().count(Collective::AllGather), 1);
+  }
+  // counts that do not add up to the buffer are refused before any rank talks
+  std::vector<float> wrong(size_t(total) + 1);
+  EXPECT_THROW(world.reduce_scatter_in_place(std::span<float>(wrong), counts), CommError);
+  EXPECT_THROW(world.all_gather_in_place_async(std::span<float>(wrong), counts), CommError);
+}
+
 TEST(ProcessGroup, BroadcastFromLastRank) {
   ProcessGroup world = ProcessGroup::world();
   const int root = world.size() - 1;
