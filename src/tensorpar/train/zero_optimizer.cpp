@@ -42,11 +42,12 @@ std::vector<ReplicaRun> replica_runs(const Parameter& p) {
 }  // namespace
 
 std::vector<io::ParameterTensors> ArenaMoments::tensors(const TransformerLM& model) {
-  const std::vector<Parameter*>& parameters = model.parameters();
-  auto at = [&model, &parameters](Tensor& t) {
-    return [&model, &parameters, &t](size_t i) { return t.f32() + model.grad_offset(*parameters.at(i)); };
+  // pointers, not references, in the closures: they outlive this call (not the model or this struct)
+  const TransformerLM* m = &model;
+  auto at = [m](Tensor* t) {
+    return [m, t](size_t i) { return t->f32() + m->grad_offset(*m->parameters().at(i)); };
   };
-  return {{".exp_avg", at(exp_avg)}, {".exp_avg_sq", at(exp_avg_sq)}};
+  return {{".exp_avg", at(&exp_avg)}, {".exp_avg_sq", at(&exp_avg_sq)}};
 }
 
 ZeroOptimizer::ZeroOptimizer(ProcessGroup& dp, ProcessGroup& tp, TransformerLM& model, const AdamWConfig& config,
