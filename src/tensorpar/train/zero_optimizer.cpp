@@ -100,13 +100,20 @@ ZeroOptimizer::ZeroOptimizer(ProcessGroup& dp, ProcessGroup& tp, TransformerLM& 
 void ZeroOptimizer::ready(int64_t n) {
   if (dp_.async_mode() != AsyncMode::Nonblocking) return;  // deferred: blocking reduce-scatters at the end
   while (started_ < buckets_.size() && buckets_[started_].end <= n) {
+    // Open MPI's non-blocking collectives hold a temporary of about their message until they
+    // complete: finish the oldest before starting another beyond kMaxInFlight (docs/scaling.md)
+    if (started_ - finished_ >= kMaxInFlight) finish_reduce_scatter(buckets_[finished_++]);
     Bucket& b = buckets_[started_];
     b.work = dp_.reduce_scatter_in_place_async(arena_.subspan(size_t(b.begin), size_t(b.end - b.begin)), b.counts);
     ++started_;
   }
 }
 
-void ZeroOptimizer::reduce_scatter_done(Bucket& b) {
+void ZeroOptimizer::finish_reduce_scatter(Bucket& b) {
+  if (dp_.async_mode() == AsyncMode::Nonblocking)
+    b.work.wait();
+  else
+    dp_.reduce_scatter_in_place(arena_.subspan(size_t(b.begin), size_t(b.end - b.begin)), b.counts);
   // MPI leaves the summed piece at the bucket's start: move it to its own offset, then average
   float* piece = arena_.data() + b.piece_begin;
   if (b.piece_begin != b.begin) std::memmove(piece, arena_.data() + b.begin, size_t(b.piece_length) * sizeof(float));
@@ -118,14 +125,8 @@ void ZeroOptimizer::reduce_scatter_done(Bucket& b) {
 void ZeroOptimizer::finish_gradients() {
   ready(int64_t(arena_.size()));
   TP_PROFILE_SCOPE("dp gradient wait");
-  for (Bucket& b : buckets_) {
-    if (dp_.async_mode() == AsyncMode::Nonblocking)
-      b.work.wait();
-    else
-      dp_.reduce_scatter_in_place(arena_.subspan(size_t(b.begin), size_t(b.end - b.begin)), b.counts);
-    reduce_scatter_done(b);
-  }
-  started_ = 0;
+  while (finished_ < buckets_.size()) finish_reduce_scatter(buckets_[finished_++]);
+  started_ = finished_ = 0;
 }
 
 double ZeroOptimizer::clip_grad_norm(double max_norm) {
@@ -146,7 +147,16 @@ double ZeroOptimizer::clip_grad_norm(double max_norm) {
 void ZeroOptimizer::step(float lr) {
   ++step_;
   const bool nonblocking = dp_.async_mode() == AsyncMode::Nonblocking;
-  for (Bucket& b : buckets_) {
+  // the weights of bucket i reach the parameters once its all-gather is done
+  auto finish_gather = [this](Bucket& b) {
+    b.work.wait();
+    for (Parameter* p : b.parameters)
+      std::memcpy(p->value.f32(), arena_.data() + model_.grad_offset(*p), p->value.nbytes());
+  };
+  size_t gathered = 0;
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    Bucket& b = buckets_[i];
+    if (nonblocking && i - gathered >= kMaxInFlight) finish_gather(buckets_[gathered++]);
     for (const Segment& s : b.segments) {
       const AdamWParams params{lr, config_.beta1, config_.beta2, config_.eps,
                                s.parameter->weight_decay ? config_.weight_decay : 0.0f, step_};
@@ -163,11 +173,7 @@ void ZeroOptimizer::step(float lr) {
       dp_.all_gather_in_place(bucket, b.counts);
   }
   TP_PROFILE_SCOPE("dp weight gather wait");
-  for (Bucket& b : buckets_) {
-    b.work.wait();
-    for (Parameter* p : b.parameters)
-      std::memcpy(p->value.f32(), arena_.data() + model_.grad_offset(*p), p->value.nbytes());
-  }
+  while (gathered < buckets_.size()) finish_gather(buckets_[gathered++]);
 }
 
 std::span<float> ZeroOptimizer::first_local_gradient() {

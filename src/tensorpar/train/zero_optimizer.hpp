@@ -5,8 +5,9 @@
 // GradBuckets (train/grad_buckets.hpp); each bucket [b, e) is split into D contiguous pieces,
 // rank r owning [b + (e-b)r/D, b + (e-b)(r+1)/D) — uneven when D does not divide the bucket. Per step:
 //   backward  each bucket is reduce-scattered (non-blocking, in place) as soon as it is final, so it
-//             overlaps the rest of the backward as the all-reduce buckets do; finish_gradients()
-//             waits, moves each summed piece to its own offset and divides it by D;
+//             overlaps the rest of the backward as the all-reduce buckets do (at most
+//             kMaxInFlight at once); finish_gradients() waits, moves each summed piece to its own
+//             offset and divides it by D;
 //   clip      the global norm from the pieces: squares (each element / the ranks of the TP group
 //             holding it, as global_grad_norm weights replicated parameters) summed over DP, then TP;
 //   step      AdamW on this rank's pieces of the weights with the moments of those pieces only
@@ -89,7 +90,13 @@ class ZeroOptimizer {
     std::vector<Segment> segments;       // this rank's part of them
     Work work;
   };
-  void reduce_scatter_done(Bucket& b);
+  // Waits for (non-blocking) or runs (deferred) bucket b's reduce-scatter, moves the summed piece
+  // to its offset and averages it.
+  void finish_reduce_scatter(Bucket& b);
+  // Non-blocking collectives in flight at once: Open MPI keeps a temporary of about the message for
+  // each until it completes, so with every bucket in flight the peak held one more copy of the
+  // gradients (measured, docs/scaling.md); two keep the overlap of one bucket with the next.
+  static constexpr size_t kMaxInFlight = 2;
 
   ProcessGroup& dp_;
   ProcessGroup& tp_;
@@ -99,7 +106,7 @@ class ZeroOptimizer {
   std::vector<Bucket> buckets_;
   std::vector<NormRun> norm_runs_;
   Tensor m_, v_;  // (sum of this rank's piece lengths)
-  size_t started_ = 0;
+  size_t started_ = 0, finished_ = 0;  // reduce-scatters started / finished in this backward
   int64_t step_ = 0;
 };
 
