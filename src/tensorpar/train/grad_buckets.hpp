@@ -36,8 +36,10 @@ class GradBuckets {
   ProcessGroup& dp_;
   std::span<float> arena_;
   std::vector<int64_t> bounds_;
+  static constexpr size_t kMaxInFlight = 2;  // as the ZeRO-1 optimizer (train/zero_optimizer.cpp)
+  void finish_bucket(size_t i);  // wait for bucket i and average it
   std::vector<Work> works_;
-  size_t started_ = 0;
+  size_t started_ = 0, finished_ = 0;
 };
 
 }  // namespace tensorpar
