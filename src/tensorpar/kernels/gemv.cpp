@@ -6,6 +6,11 @@
 
 #include "tensorpar/core/error.hpp"
 
+// GCC 12 warns inside its own AVX-512 headers (the _mm512_undefined_ps operand of
+// _mm512_reduce_add_ps), not about this code; as in quantized_matmul.cpp.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 namespace tensorpar {
 
 namespace {
