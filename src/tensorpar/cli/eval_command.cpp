@@ -55,9 +55,10 @@ void add_eval_command(CLI::App& app, Runner& run) {
         error = e.what();
       }
       world.agree<ConfigError>(error);
-      TransformerLM model(world, config, B, T, 0, {.tp_comm_dtype = parse_comm_dtype(*tp_comm_dtype)});
+      // inference only: no gradients; int8/int4 are quantized while loading, each rank its own slices
+      TransformerLM model(world, config, B, T, 0,
+                          {.tp_comm_dtype = parse_comm_dtype(*tp_comm_dtype), .inference = true, .weights = weights});
       io::load_hf_checkpoint(world, model, o->model);
-      model.quantize_weights(weights);  // each rank its own slices; the f32 copies are freed
       const double loss = model.forward(x.data(), y.data(), B, T);
       const double perplexity = std::exp(loss);
       print_rank0(world, o->json ? nlohmann::json{{"loss", loss}, {"perplexity", perplexity}, {"tokens", B * T}}.dump() + "\n"

@@ -108,9 +108,9 @@ void add_generate_command(CLI::App& app, Runner& run) {
       const int64_t cache_len = prompt_len + std::min(config.max_seq - prompt_len, o->max_new_tokens - 1);
       // activation buffers for up to 256 prompt positions per pass; longer prompts go in chunks
       TransformerLM model(world, config, 1, std::min<int64_t>(prompt_len, 256), 0,
-                          {.tp_comm_dtype = parse_comm_dtype(*tp_comm_dtype)});
+                          {.tp_comm_dtype = parse_comm_dtype(*tp_comm_dtype), .inference = true, .weights = weights});
+      // inference only (no gradients); int8/int4: each rank quantizes its slices while loading
       io::load_hf_checkpoint(world, model, o->model);
-      model.quantize_weights(weights);  // each rank its own slices; the f32 copies are freed
       Generator generator(model, 1, std::max(cache_len, prompt_len));
       const GenerationResult r = generator.generate(context.data(), prompt_len, o->max_new_tokens, o->sampling);
       const double total = r.prefill_seconds + r.decode_seconds;

@@ -59,9 +59,9 @@ void add_sample_command(CLI::App& app, Runner& run) {
       std::vector<int32_t> prompts;
       for (int64_t b = 0; b < B; ++b) prompts.insert(prompts.end(), prompt.begin(), prompt.end());
       TransformerLM model(world, config, B, std::min<int64_t>(prompt_len, 256), 0,
-                          {.tp_comm_dtype = parse_comm_dtype(*tp_comm_dtype)});
+                          {.tp_comm_dtype = parse_comm_dtype(*tp_comm_dtype), .inference = true, .weights = weights});
+      // inference only (no gradients); int8/int4: each rank quantizes its slices while loading
       io::load_hf_checkpoint(world, model, o->model);
-      model.quantize_weights(weights);  // each rank its own slices; the f32 copies are freed
       Generator generator(model, B, prompt_len + std::min(config.max_seq - prompt_len, o->max_new_tokens - 1));
       const GenerationResult r = generator.generate(prompts.data(), prompt_len, o->max_new_tokens, o->sampling);
       for (int64_t b = 0; b < B; ++b) {

@@ -541,7 +541,8 @@ void add_serve_command(CLI::App& app, Runner& run) {
       }
       // prompts of up to 256 positions in one pass, as generate runs them
       const int64_t chunk = std::min<int64_t>(256, config.max_seq);
-      TransformerLM model(world, config, o->max_batch, (chunk + o->max_batch - 1) / o->max_batch, 0);
+      TransformerLM model(world, config, o->max_batch, (chunk + o->max_batch - 1) / o->max_batch, 0,
+                          {.inference = true});  // no gradients
       io::load_hf_checkpoint(world, model, o->model);
       ContinuousBatcher batcher(model, o->max_batch, config.max_seq, chunk);
 

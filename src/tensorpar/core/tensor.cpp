@@ -1,5 +1,8 @@
 #include "tensorpar/core/tensor.hpp"
 
+#include <sys/mman.h>
+
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -19,8 +22,25 @@ int64_t shape_numel(const Shape& shape) {
 
 std::string shape_string(const Shape& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
 
+namespace {
+std::atomic<int64_t> g_live_bytes{0}, g_peak_bytes{0};
+
+void count_allocation(int64_t bytes) {
+  const int64_t live = g_live_bytes.fetch_add(bytes) + bytes;
+  int64_t peak = g_peak_bytes.load();
+  while (live > peak && !g_peak_bytes.compare_exchange_weak(peak, live)) {
+  }
+}
+}  // namespace
+
+int64_t Tensor::live_bytes() { return g_live_bytes.load(); }
+int64_t Tensor::peak_bytes() { return g_peak_bytes.load(); }
+void Tensor::reset_peak_bytes() { g_peak_bytes.store(g_live_bytes.load()); }
+
 void detail::FreeDeleter::operator()(void* p) const noexcept {
-  if (owns) std::free(p);
+  if (!owns || p == nullptr) return;
+  g_live_bytes.fetch_sub(int64_t(bytes));
+  std::free(p);
 }
 
 Tensor::Tensor(Shape shape, DType dtype) : shape_(std::move(shape)), numel_(shape_numel(shape_)), dtype_(dtype) {
@@ -30,10 +50,20 @@ Tensor::Tensor(Shape shape, DType dtype) : shape_(std::move(shape)), numel_(shap
   if (bytes == 0) return;
   check_fits_in_memory(int64_t(bytes), fmt::format("a tensor of shape {}", shape_string(shape_)),
                        "use a smaller model, batch or sequence");
-  void* p = std::aligned_alloc(kAlignment, bytes);
+  // Buffers of 4 MB and more (weights above all) go on 2 MB transparent huge pages where the kernel
+  // allows them (THP "madvise" mode): decode streams every weight once per token, and with one TLB
+  // entry per 2 MB instead of per 4 KB one thread streamed 1.4-1.5x faster here (docs/inference.md).
+  // The cost is the rounding of such a buffer up to a whole 2 MB.
+  constexpr size_t kHugePage = size_t(2) << 20;
+  const bool huge = bytes >= 2 * kHugePage;
+  const size_t allocated = huge ? (bytes + kHugePage - 1) / kHugePage * kHugePage : bytes;
+  void* p = std::aligned_alloc(huge ? kHugePage : kAlignment, allocated);
   if (p == nullptr) throw Error(fmt::format("out of memory allocating a tensor of {} bytes", bytes));
+  if (huge) ::madvise(p, allocated, MADV_HUGEPAGE);  // advice: without THP these stay 4 KB pages
   std::memset(p, 0, bytes);
-  data_.reset(static_cast<std::byte*>(p));
+  data_ = std::unique_ptr<std::byte, detail::FreeDeleter>(static_cast<std::byte*>(p),
+                                                          detail::FreeDeleter{true, allocated});
+  count_allocation(int64_t(allocated));
 }
 
 Tensor Tensor::clone() const {
@@ -47,7 +77,7 @@ Tensor Tensor::view() const {
   t.shape_ = shape_;
   t.numel_ = numel_;
   t.dtype_ = dtype_;
-  t.data_ = std::unique_ptr<std::byte, detail::FreeDeleter>(data_.get(), detail::FreeDeleter{false});
+  t.data_ = std::unique_ptr<std::byte, detail::FreeDeleter>(data_.get(), detail::FreeDeleter{false, 0});
   return t;
 }
 
@@ -60,7 +90,7 @@ Tensor Tensor::view_range(int64_t offset, Shape shape) const {
   t.numel_ = n;
   t.dtype_ = dtype_;
   std::byte* base = data_.get() + size_t(offset) * dtype_size(dtype_);
-  t.data_ = std::unique_ptr<std::byte, detail::FreeDeleter>(base, detail::FreeDeleter{false});
+  t.data_ = std::unique_ptr<std::byte, detail::FreeDeleter>(base, detail::FreeDeleter{false, 0});
   return t;
 }
 

@@ -45,6 +45,7 @@ namespace detail {
 // Frees a Tensor's buffer, unless the tensor is a view of another's.
 struct FreeDeleter {
   bool owns = true;
+  size_t bytes = 0;  // allocated, for Tensor::live_bytes()
   void operator()(void* p) const noexcept;
 };
 }  // namespace detail
@@ -68,6 +69,13 @@ class Tensor {
   // parameter gradients viewing one contiguous arena. It must not outlive this tensor.
   Tensor view_range(int64_t offset, Shape shape) const;
   bool owns_data() const { return data_.get_deleter().owns; }
+
+  // Memory accounting: bytes of all Tensor buffers alive in this process (views not counted), and
+  // the most alive at once since the last reset_peak_bytes(). Tests use it to check what a model
+  // allocates (an inference model: no gradients, no backward buffers) without timing or RSS.
+  static int64_t live_bytes();
+  static int64_t peak_bytes();
+  static void reset_peak_bytes();
 
   const Shape& shape() const { return shape_; }
   int64_t dim(size_t i) const { return shape_.at(i); }

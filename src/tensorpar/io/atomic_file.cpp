@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -111,6 +112,14 @@ MappedFile MappedFile::open(const std::string& path) {
     ::close(fd);
   }
   return mapped;
+}
+
+void MappedFile::release(uint64_t offset, uint64_t length) const {
+  if (data_ == nullptr || length == 0 || offset >= size_) return;
+  const uint64_t page = uint64_t(::sysconf(_SC_PAGESIZE));
+  const uint64_t begin = offset / page * page, end = std::min(size_, offset + length);
+  // advice only: a failure leaves the pages mapped, which costs memory but never correctness
+  ::madvise(const_cast<std::byte*>(data_) + begin, size_t(end - begin), MADV_DONTNEED);
 }
 
 MappedFile::MappedFile(MappedFile&& other) noexcept

@@ -48,6 +48,10 @@ class MappedFile {
 
   const std::byte* data() const { return data_; }
   uint64_t size() const { return size_; }
+  // Unmaps the pages of bytes [offset, offset + length) from this process (madvise MADV_DONTNEED;
+  // rounded out to whole pages): a read-only map refills them from the file if touched again. A
+  // loader that is done with a tensor calls it so the file does not add to the resident memory.
+  void release(uint64_t offset, uint64_t length) const;
 
  private:
   void release() noexcept;

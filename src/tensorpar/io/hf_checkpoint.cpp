@@ -98,50 +98,119 @@ std::vector<HfPiece> suffixed_pieces(const ModelConfig& config, const Parameter&
   return pieces;
 }
 
-// Fills dst (p's local shape) with p's slices of the tensors `key + suffix`.
-void load_parameter(const FileFor& files, const ModelConfig& config, const Parameter& p, float* dst,
-                    const std::string& suffix) {
+// Fills dst with local rows [row0, row0 + nrows) of p (its local shape; a 1-D parameter is one
+// row of its length) from p's slices of the tensors `key + suffix`.
+void load_rows(const FileFor& files, const ModelConfig& config, const Parameter& p, float* dst,
+               const std::string& suffix, int64_t row0, int64_t nrows) {
   const auto pieces = suffixed_pieces(config, p, suffix);
   for (const HfPiece& piece : pieces) check_piece(files, piece);
-  std::fill_n(dst, p.value.numel(), 0.0f);  // vocabulary padding stays zero
+  const Shape local = p.local_shape();
   const bool one_d = p.global_shape.size() == 1;
-  const int64_t cols = one_d ? 1 : p.value.dim(1);
+  const int64_t cols = one_d ? 1 : local[1];
+  std::fill_n(dst, one_d ? local[0] : nrows * cols, 0.0f);  // vocabulary padding stays zero
   if (p.replicated()) {
     const HfPiece& piece = pieces.at(0);
     const SafetensorsFile& f = files(piece.key);
     if (one_d)
-      f.read_block(piece.key, 0, 1, 0, p.value.numel(), dst, p.value.numel());
+      f.read_block(piece.key, 0, 1, 0, local[0], dst, local[0]);
     else
-      f.read_block(piece.key, 0, piece.rows, 0, cols, dst, cols);
+      f.read_block(piece.key, row0, std::min(nrows, piece.rows - row0), 0, cols, dst, cols);
     return;
   }
   if (p.shard_dim == 0) {
+    const int64_t end = one_d ? local[0] : row0 + nrows;  // 1-D: the whole vector
+    const int64_t first = one_d ? 0 : row0;
     for (const ShardBlock& block : p.blocks)
       for (const HfPiece& piece : pieces) {
         const int64_t a = std::max(block.global_start, piece.row_start);
         const int64_t b = std::min(block.global_start + block.length, piece.row_start + piece.rows);
         if (a >= b) continue;
+        // local rows of this run, clipped to the requested window
+        const int64_t run = block.local_start + a - block.global_start;
+        const int64_t lo = std::max(run, first), hi = std::min(run + (b - a), end);
+        if (lo >= hi) continue;
         const SafetensorsFile& f = files(piece.key);
-        const int64_t local_row = block.local_start + a - block.global_start, file_row = a - piece.row_start;
+        const int64_t file_row = a - piece.row_start + (lo - run), n = hi - lo;
+        float* out = dst + (lo - first) * cols;
         if (one_d)
-          f.read_block(piece.key, 0, 1, file_row, b - a, dst + local_row, b - a);
+          f.read_block(piece.key, 0, 1, file_row, n, out, n);
         else if (piece.transposed)  // file [cols, rows]: dst(j, i) = F(i, file_row + j)
-          f.read_block_transposed(piece.key, 0, cols, file_row, b - a, dst + local_row * cols, cols);
+          f.read_block_transposed(piece.key, 0, cols, file_row, n, out, cols);
         else
-          f.read_block(piece.key, file_row, b - a, 0, cols, dst + local_row * cols, cols);
+          f.read_block(piece.key, file_row, n, 0, cols, out, cols);
       }
     return;
   }
   // shard_dim 1: a row-parallel weight [out, in] split along in
   const HfPiece& piece = pieces.at(0);
   const SafetensorsFile& f = files(piece.key);
-  const int64_t out = p.value.dim(0), in_pp = p.value.dim(1);
+  const int64_t in_pp = local[1];
   for (const ShardBlock& block : p.blocks) {
-    if (piece.transposed)  // file [in, out]: dst(j, i) = F(global_start + i, j)
-      f.read_block_transposed(piece.key, block.global_start, block.length, 0, out, dst + block.local_start, in_pp);
+    if (piece.transposed)  // file [in, out]: dst(j, i) = F(global_start + i, row0 + j)
+      f.read_block_transposed(piece.key, block.global_start, block.length, row0, nrows, dst + block.local_start,
+                              in_pp);
     else
-      f.read_block(piece.key, 0, out, block.global_start, block.length, dst + block.local_start, in_pp);
+      f.read_block(piece.key, row0, nrows, block.global_start, block.length, dst + block.local_start, in_pp);
   }
+}
+
+// Fills dst (p's local shape) with p's slices of the tensors `key + suffix`.
+void load_parameter(const FileFor& files, const ModelConfig& config, const Parameter& p, float* dst,
+                    const std::string& suffix) {
+  const Shape local = p.local_shape();
+  load_rows(files, config, p, dst, suffix, 0, local.size() == 1 ? 1 : local[0]);
+}
+
+// Done with p's file tensors: their mapped pages leave this process's resident memory.
+void release_pieces(const FileFor& files, const ModelConfig& config, const Parameter& p) {
+  for (const HfPiece& piece : hf_pieces(config, p)) files(piece.key).release(piece.key);
+}
+
+// Loads this rank's rows of a model parameter a few MB at a time, into `value` (its local values) or,
+// if that is null, into `buffer` (one chunk), each chunk then handed to `take(row0, rows, data)`; drops the file's mapped pages after each chunk: the resident memory of loading is
+// what the model keeps plus one chunk, not plus the mapped file tensor. 1-D parameters: one chunk.
+constexpr int64_t kLoadChunkBytes = 4 << 20;
+void load_chunked(const FileFor& files, const ModelConfig& config, const Parameter& p, float* value, float* buffer,
+                  const std::function<void(int64_t, int64_t, float*)>& take) {
+  const Shape local = p.local_shape();
+  if (local.size() == 1) {
+    float* dst = value ? value : buffer;
+    load_rows(files, config, p, dst, "", 0, 1);
+    take(0, 1, dst);
+    return;
+  }
+  const int64_t rows = local[0], cols = local[1];
+  const int64_t chunk = std::clamp<int64_t>(kLoadChunkBytes / (cols * int64_t(sizeof(float))), 1, rows);
+  for (int64_t r = 0; r < rows; r += chunk) {
+    const int64_t n = std::min(chunk, rows - r);
+    float* dst = value ? value + r * cols : buffer;
+    load_rows(files, config, p, dst, "", r, n);
+    take(r, n, dst);
+    release_pieces(files, config, p);
+  }
+}
+
+// A weight the model keeps only quantized (TransformerOptions::weights): each chunk of rows is
+// quantized and appended (blocks run along a row, so chunks of whole rows quantize exactly as the
+// whole slice would); no f32 copy of the slice ever exists.
+void load_quantized(const FileFor& files, TransformerLM& model, const Parameter& p) {
+  const Shape local = p.local_shape();
+  const int64_t rows = local.at(0), cols = local.at(1);
+  Tensor buffer({std::clamp<int64_t>(kLoadChunkBytes / (cols * int64_t(sizeof(float))), 1, rows), cols});
+  QuantizedWeight q;
+  q.format = model.weight_format();
+  q.rows = rows;
+  q.cols = cols;
+  load_chunked(files, model.config(), p, nullptr, buffer.f32(), [&](int64_t r, int64_t n, float* data) {
+    QuantizedWeight part = quantize_weight(q.format, data, n, cols);
+    if (r == 0) {
+      q.scales.reserve(size_t(rows * part.blocks_per_row()));
+      q.quants.reserve(size_t(rows) * part.quants.size() / size_t(n));
+    }
+    q.scales.insert(q.scales.end(), part.scales.begin(), part.scales.end());
+    q.quants.insert(q.quants.end(), part.quants.begin(), part.quants.end());
+  });
+  model.install_quantized(p, std::move(q));
 }
 
 }  // namespace
@@ -170,7 +239,13 @@ void load_hf_checkpoint(ProcessGroup& tp, TransformerLM& model, const std::strin
   try {
     const CheckpointFiles files = CheckpointFiles::open_dir(dir);
     const FileFor file_for = [&](const std::string& key) -> const SafetensorsFile& { return files.file_for(key); };
-    for (Parameter* p : model.parameters()) load_parameter(file_for, model.config(), *p, p->value.f32(), "");
+    for (Parameter* p : model.parameters()) {
+      if (p->value.empty())  // kept only quantized
+        load_quantized(file_for, model, *p);
+      else
+        load_chunked(file_for, model.config(), *p, p->value.f32(), nullptr, [](int64_t, int64_t, float*) {});
+      release_pieces(file_for, model.config(), *p);
+    }
     check_config_matches(files, dir);  // after the shape checks, which name the tensor that disagrees
   } catch (const Error& e) {
     error = e.what();

@@ -269,6 +269,11 @@ void SafetensorsFile::read_block(const std::string& name, int64_t row0, int64_t 
     convert_row(base + (uint64_t(row0 + i) * uint64_t(cols) + uint64_t(col0)) * es, t.dtype, ncols, dst + i * ld_dst, 1);
 }
 
+void SafetensorsFile::release(const std::string& name) const {
+  const StTensorInfo& t = info(name);
+  map_.release(data_start_ + t.begin, t.end - t.begin);
+}
+
 void SafetensorsFile::read_block_transposed(const std::string& name, int64_t row0, int64_t nrows, int64_t col0,
                                             int64_t ncols, float* dst, int64_t ld_dst) const {
   const StTensorInfo& t = info(name);

@@ -52,6 +52,8 @@ class SafetensorsFile {
   // Same block written transposed: dst(j, i) = T(row0 + i, col0 + j) (HF Conv1D [in,out] into [out,in] shards).
   void read_block_transposed(const std::string& name, int64_t row0, int64_t nrows, int64_t col0, int64_t ncols,
                              float* dst, int64_t ld_dst) const;
+  // Drops this process's mapped pages of that tensor (MappedFile::release): done reading it.
+  void release(const std::string& name) const;
 
  private:
   // Checks the block against the tensor and returns the matrix column count.

@@ -6,11 +6,11 @@
 namespace tensorpar {
 
 Norm::Norm(NormKind kind, const std::string& name, int64_t hidden, float eps, int group_size, int64_t max_tokens,
-           const Norm* share_with)
+           const Norm* share_with, ParameterAlloc alloc)
     : kind_(kind), hidden_(hidden), eps_(eps) {
-  weight = make_replicated(name + ".weight", {hidden}, group_size, false);
+  weight = make_replicated(name + ".weight", {hidden}, group_size, false, alloc);
   init_constant(weight, 1.0f);
-  if (kind == NormKind::LayerNorm) bias = make_replicated(name + ".bias", {hidden}, group_size, false);
+  if (kind == NormKind::LayerNorm) bias = make_replicated(name + ".bias", {hidden}, group_size, false, alloc);
   if (share_with) {
     TP_CHECK_EQ(share_with->rstd_.numel(), max_tokens, "norm sharing activations");
     mean_ = share_with->mean_.view();

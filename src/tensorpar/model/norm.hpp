@@ -14,9 +14,10 @@ enum class NormKind { LayerNorm, RMSNorm };
 class Norm {
  public:
   // share_with: keep mean/rstd in that norm's buffers instead of allocating them (full activation
-  // recomputation: the blocks run forward again right before their backward).
+  // recomputation: the blocks run forward again right before their backward). alloc: Inference
+  // keeps no gradients (weights still start at 1, biases at 0).
   Norm(NormKind kind, const std::string& name, int64_t hidden, float eps, int group_size, int64_t max_tokens,
-       const Norm* share_with = nullptr);
+       const Norm* share_with = nullptr, ParameterAlloc alloc = ParameterAlloc::Training);
 
   // out (N, C) = norm(inp (N, C)); keeps mean/rstd for backward.
   void forward(float* out, const float* inp, int64_t N);

@@ -65,6 +65,7 @@ struct TransformerLM::Block {
     o.seed = seed;
     o.proj_init_std = proj_std;
     o.recompute_output = t.recompute == Recompute::Attention;
+    o.alloc = weight_alloc(t);
     return o;
   }
   static MlpOptions mlp_options(const ModelConfig& c, const TransformerOptions& t, const Names& n, uint64_t seed,
@@ -81,19 +82,30 @@ struct TransformerLM::Block {
     o.bias = c.has_bias();
     o.seed = seed;
     o.proj_init_std = proj_std;
+    o.alloc = weight_alloc(t);
     return o;
+  }
+  // of the block linears' weights
+  static ParameterAlloc weight_alloc(const TransformerOptions& t) {
+    if (!t.inference) return ParameterAlloc::Training;
+    return t.weights == WeightFormat::F32 ? ParameterAlloc::Inference : ParameterAlloc::Deferred;
+  }
+  static ParameterAlloc norm_alloc(const TransformerOptions& t) {
+    return t.inference ? ParameterAlloc::Inference : ParameterAlloc::Training;
   }
 
   // local_tokens: B*T, or B*T/t with sequence parallelism (the rows of x, out and the norms).
   // first: the first block, whose activation buffers this one shares when recomputing (t.recompute):
-  // the attention output only (Attention), or every buffer (Full).
+  // the attention output only (Attention), or every buffer (Full). Inference shares every buffer
+  // too: nothing is kept from one block to the next but the residual stream.
   Block(ProcessGroup& tp, const ModelConfig& c, const TransformerOptions& t, int64_t layer, int64_t B, int64_t T,
         int64_t local_tokens, uint64_t seed, SequenceParallelWorkspace* workspace, const Block* first)
       : Block(tp, c, t, names(c.family, layer), B, T, local_tokens, seed,
               0.02f / std::sqrt(2.0f * float(c.layers)), workspace,  // GPT-2's scaled residual projections
-              t.recompute == Recompute::None ? nullptr : first, t.recompute == Recompute::Full ? first : nullptr) {
+              t.recompute == Recompute::None && !t.inference ? nullptr : first,
+              t.recompute == Recompute::Full || t.inference ? first : nullptr) {
     // with recomputation the scratch is shared already, with the activations
-    if (first && t.recompute == Recompute::None) {
+    if (first && t.recompute == Recompute::None && !t.inference) {
       attention.share_gradient_scratch(first->attention);
       mlp.share_gradient_scratch(first->mlp);
     }
@@ -102,11 +114,11 @@ struct TransformerLM::Block {
         int64_t local_tokens, uint64_t seed, float proj_std, SequenceParallelWorkspace* workspace,
         const Block* share_attention, const Block* share_all)
       : norm1(c.family == ModelFamily::Gpt2 ? NormKind::LayerNorm : NormKind::RMSNorm, n.norm1, c.hidden, c.norm_eps,
-              tp.size(), local_tokens, share_all ? &share_all->norm1 : nullptr),
+              tp.size(), local_tokens, share_all ? &share_all->norm1 : nullptr, norm_alloc(t)),
         attention(tp, attention_options(c, t, n, seed, proj_std, workspace), B, T,
                   share_attention ? &share_attention->attention : nullptr),
         norm2(c.family == ModelFamily::Gpt2 ? NormKind::LayerNorm : NormKind::RMSNorm, n.norm2, c.hidden, c.norm_eps,
-              tp.size(), local_tokens, share_all ? &share_all->norm2 : nullptr),
+              tp.size(), local_tokens, share_all ? &share_all->norm2 : nullptr, norm_alloc(t)),
         mlp(tp, mlp_options(c, t, n, seed, proj_std, workspace), B * T, share_all ? &share_all->mlp : nullptr),
         norm1_out(share_all ? share_all->norm1_out.view() : Tensor({local_tokens, c.hidden})),
         mid(share_all ? share_all->mid.view() : Tensor({local_tokens, c.hidden})),
@@ -211,7 +223,8 @@ void TransformerLM::check_size(const ModelConfig& c, int tp, int64_t batch, int6
   checked_mul(N, c.vocab_size, "batch x sequence x vocab");
   // values and gradients of this rank's parameters, activations, and the logits of its vocabulary shard
   const MemoryShape shape{c, batch, seq, tp, options};
-  const double bytes = 8.0 * double(c.parameter_count()) / tp +
+  // (inference: values only, the activation formula of training is an upper bound)
+  const double bytes = (options.inference ? 4.0 : 8.0) * double(c.parameter_count()) / tp +
                        activation_bytes_per_layer_formula(shape) * double(c.layers) +
                        4.0 * double(N) * double(c.vocab_size) / tp;
   check_fits_in_memory(bytes >= 9e18 ? INT64_MAX : int64_t(bytes),
@@ -231,10 +244,10 @@ TransformerLM::TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_
                         ? std::make_unique<SequenceParallelWorkspace>(batch * seq, config.hidden, options.precision)
                         : nullptr),
       embedding_(tp, {names(config.family, 0).embedding, config.vocab_size, config.hidden, seed, 0.02f,
-                      sp_workspace_.get()}),
+                      sp_workspace_.get(), Block::norm_alloc(options)}),
       final_norm_(config.family == ModelFamily::Gpt2 ? NormKind::LayerNorm : NormKind::RMSNorm,
                   names(config.family, 0).final_norm, config.hidden, config.norm_eps, tp.size(),
-                  local_tokens(batch * seq)) {
+                  local_tokens(batch * seq), nullptr, Block::norm_alloc(options)) {
   TP_CHECK(seq >= 1 && seq <= config.max_seq, ConfigError,
            "sequence length {} must be between 1 and the model's maximum of {} positions", seq, config.max_seq);
   TP_CHECK(batch >= 1, ConfigError, "batch size must be at least 1 (got {})", batch);
@@ -242,8 +255,8 @@ TransformerLM::TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_
   const int64_t N = batch * seq, C = config.hidden, Nl = local_tokens(N);
   parameters_.push_back(&embedding_.weight);
   if (config.family == ModelFamily::Gpt2) {
-    position_ = make_replicated("wpe.weight", {config.max_seq, C}, tp.size(), true);
-    init_normal(position_, seed, 0.02f);
+    position_ = make_replicated("wpe.weight", {config.max_seq, C}, tp.size(), true, Block::norm_alloc(options));
+    if (!options.inference) init_normal(position_, seed, 0.02f);
     parameters_.push_back(&position_);
   }
   for (int64_t l = 0; l < config.layers; ++l) {
@@ -256,15 +269,27 @@ TransformerLM::TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_
                          config.vocab_size};
   Parameter* head = &embedding_.weight;
   if (!config.tie_embeddings) {
-    VocabParallelEmbedding untied(tp, {"lm_head", config.vocab_size, C, seed, 0.02f});
+    VocabParallelEmbedding untied(tp, {"lm_head", config.vocab_size, C, seed, 0.02f, nullptr,
+                                       Block::weight_alloc(options)});
     lm_head_weight_ = std::move(untied.weight);
     head = &lm_head_weight_;
     parameters_.push_back(head);
   }
-  lm_head_ = std::make_unique<ParallelLmHead>(tp, *head, shard, N, options.precision, sp_workspace_.get());
+  lm_head_ = std::make_unique<ParallelLmHead>(tp, *head, shard, N, options.precision, sp_workspace_.get(),
+                                              options.inference);
   residuals_ = Tensor({config.layers + 1, Nl, C});
   final_out_ = Tensor({Nl, C});
   losses_ = Tensor({N});
+  if (options.inference) {
+    if (Block::weight_alloc(options) == ParameterAlloc::Deferred) {  // refused before anything is loaded
+      for (auto& b : blocks_)
+        for (const auto* linear : {&b->attention.qkv, &b->mlp.fc}) linear->check_quantizable(options.weights);
+      for (auto& b : blocks_)
+        for (const auto* linear : {&b->attention.proj, &b->mlp.proj}) linear->check_quantizable(options.weights);
+      weight_format_ = options.weights;
+    }
+    return;  // no gradients, no backward buffers
+  }
   grad_ = Tensor({Nl, C});
   grad_norm_ = Tensor({Nl, C});
   if (sequence_parallel()) {
@@ -290,7 +315,7 @@ void TransformerLM::build_grad_arena() {
   // backward order: untied head, final norm, blocks last to first, then embedding and positions
   std::vector<std::vector<Parameter*>> groups;
   std::vector<Parameter*> first;
-  if (!lm_head_weight_.value.empty()) first.push_back(&lm_head_weight_);
+  if (!config_.tie_embeddings) first.push_back(&lm_head_weight_);
   final_norm_.collect_parameters(first);
   groups.push_back(first);
   for (size_t l = layers; l-- > 0;) {
@@ -363,13 +388,42 @@ void TransformerLM::quantize_weights(WeightFormat format) {
     b->mlp.fc.quantize(format);
     b->mlp.proj.quantize(format);
   }
-  const bool untied = lm_head_weight_.value.numel() > 0;
+  const bool untied = !config_.tie_embeddings;
   if (untied) lm_head_->quantize(format, /*free_f32=*/true);
   // the model cannot train any more: the gradients of what stays f32 (embeddings, norms, a tied
   // head) go too -- the embedding's alone is as large as its table
   for (Parameter* p : parameters_) p->grad = Tensor();  // views into the arena
   grad_arena_ = Tensor();
   weight_format_ = format;
+}
+
+void TransformerLM::install_quantized(const Parameter& p, QuantizedWeight q) {
+  TP_CHECK(q.format == weight_format_ && !q.empty(), ConfigError, "{}: a {} weight for a {} model", p.name,
+           weight_format_name(q.format), weight_format_name(weight_format_));
+  for (auto& b : blocks_) {
+    if (&p == &b->attention.qkv.weight) return b->attention.qkv.install_quantized(std::move(q));
+    if (&p == &b->attention.proj.weight) return b->attention.proj.install_quantized(std::move(q));
+    if (&p == &b->mlp.fc.weight) return b->mlp.fc.install_quantized(std::move(q));
+    if (&p == &b->mlp.proj.weight) return b->mlp.proj.install_quantized(std::move(q));
+  }
+  TP_CHECK(&p == &lm_head_weight_ && !config_.tie_embeddings, ConfigError,
+           "{} is not a quantized weight of the model", p.name);
+  lm_head_->install_quantized(std::move(q));
+}
+
+int64_t TransformerLM::weight_bytes() const {
+  int64_t bytes = 0;
+  for (const Parameter* p : parameters_) bytes += p->value.owns_data() ? int64_t(p->value.nbytes()) : 0;
+  for (const auto& b : blocks_)
+    bytes += b->attention.qkv.quantized_weight().bytes() + b->attention.proj.quantized_weight().bytes() +
+             b->mlp.fc.quantized_weight().bytes() + b->mlp.proj.quantized_weight().bytes();
+  return bytes + lm_head_->quantized_bytes();
+}
+
+int64_t TransformerLM::gradient_bytes() const {
+  int64_t bytes = int64_t(grad_arena_.nbytes());
+  for (const Parameter* p : parameters_) bytes += p->grad.owns_data() ? int64_t(p->grad.nbytes()) : 0;
+  return bytes;
 }
 
 void TransformerLM::zero_grad() { grad_arena_.zero(); }
@@ -412,6 +466,8 @@ void TransformerLM::backward(const int32_t* tokens, const int32_t* targets, int6
   TP_CHECK(weight_format_ == WeightFormat::F32, ConfigError,
            "the model's weights are quantized ({}) for inference; training needs f32 weights",
            weight_format_name(weight_format_));
+  TP_CHECK(!options_.inference, ConfigError,
+           "the model was built for inference (no gradients); build it without TransformerOptions::inference to train");
   const int64_t N = B * T, C = config_.hidden, Nl = local_tokens(N), NC = Nl * C;
   float* grad = grad_.f32();
   float* grad_norm = grad_norm_.f32();

@@ -48,6 +48,14 @@ struct TransformerOptions {
   // (--tp-comm-dtype; comm/compressed_collectives.hpp). The model sets it on its group at
   // construction. Loss statistics, logits and parameter gradients always travel in f32.
   CommDtype tp_comm_dtype = CommDtype::F32;
+  // Inference only (generate, eval, serve): parameters get no gradients (no arena) and no random
+  // values (a checkpoint fills them), nothing is kept for backward (every block uses the first
+  // block's activation buffers, no gradient scratch); backward() refuses.
+  bool inference = false;
+  // With inference: int8/int4 keep the block linears and an untied LM head only as their quantized
+  // copy, which the checkpoint loader installs tensor by tensor (install_quantized); no f32 copy of
+  // them is ever allocated. F32: f32 weights (quantize_weights can still quantize them later).
+  WeightFormat weights = WeightFormat::F32;
 };
 
 class TransformerLM {
@@ -102,6 +110,14 @@ class TransformerLM {
   // Call after loading the weights; the model can then no longer train or be saved. F32: no-op.
   void quantize_weights(WeightFormat format);
   WeightFormat weight_format() const { return weight_format_; }
+  // Inference with TransformerOptions::weights: p (a block linear's weight or the untied head, whose
+  // value is not allocated) gets `q`, this rank's slice quantized (ShapeError if it does not fit).
+  void install_quantized(const Parameter& p, QuantizedWeight q);
+
+  // Memory accounting of this rank: bytes of parameter values (f32 plus quantized copies) and of
+  // gradients (the arena, or gradients a parameter owns). An inference model has gradient_bytes() 0.
+  int64_t weight_bytes() const;
+  int64_t gradient_bytes() const;
 
   void zero_grad();
   // Every parameter's grad is a view into this one 64-byte aligned buffer (as llm.c keeps them), each

@@ -14,13 +14,15 @@ ColumnParallelLinear::ColumnParallelLinear(ProcessGroup& tp, const ColumnParalle
   TP_CHECK(!(options_.sequence_parallel && options_.gather_output), ConfigError,
            "{}: gather_output and sequence parallelism do not combine", options_.name);
   weight = make_sharded(options_.name + ".weight", {options_.out_features, options_.in_features}, 0,
-                        options_.segments, tp.rank(), tp.size(), /*weight_decay=*/true, options_.segment_parts);
-  out_per_partition_ = weight.value.dim(0);
-  init_normal(weight, options_.seed, options_.init_std);
+                        options_.segments, tp.rank(), tp.size(), /*weight_decay=*/true, options_.segment_parts,
+                        options_.alloc);
+  out_per_partition_ = weight.local_shape()[0];
+  if (options_.alloc == ParameterAlloc::Training) init_normal(weight, options_.seed, options_.init_std);
   if (options_.bias)
     bias = make_sharded(options_.name + ".bias", {options_.out_features}, 0, options_.segments, tp.rank(), tp.size(),
-                        /*weight_decay=*/false, options_.segment_parts);  // zero-initialised
-  if (options_.precision == Precision::BF16) {
+                        /*weight_decay=*/false, options_.segment_parts,
+                        options_.alloc == ParameterAlloc::Training ? ParameterAlloc::Training : ParameterAlloc::Inference);  // zero-initialised
+  if (options_.precision == Precision::BF16 && options_.alloc != ParameterAlloc::Deferred) {
     if (!sequence_parallel())
       x_bf16_ = share_with ? share_with->x_bf16_.view() : Bf16Operand(max_tokens, options_.in_features);
     w_bf16_ = Bf16Operand(out_per_partition_, options_.in_features);
@@ -54,6 +56,8 @@ void ColumnParallelLinear::forward(float* out, const float* inp, int64_t N) {
   // Y_i (N, out_pp) = X (N, in) · A_i^T, A_i (out_pp, in)
   if (!qweight_.empty()) {
     quantized_matmul(y, x, in, qweight_, N);
+  } else if (weight.value.empty()) {
+    throw ConfigError(fmt::format("{}: the weight was never loaded", options_.name));
   } else if (options_.precision == Precision::BF16) {
     const bf16* xb = (sequence_parallel() ? options_.workspace->gathered_bf16 : x_bf16_).load(x, N, in, in);
     const bf16* w = w_bf16_.load(weight.value.f32(), out_pp, in, in);
@@ -68,11 +72,25 @@ void ColumnParallelLinear::forward(float* out, const float* inp, int64_t N) {
 void ColumnParallelLinear::quantize(WeightFormat format) {
   if (format == WeightFormat::F32) return;
   TP_CHECK(qweight_.empty(), ConfigError, "{}: the weight is already quantized", options_.name);
+  check_quantizable(format);
+  qweight_ = quantize_weight(format, weight.value.f32(), out_per_partition_, options_.in_features);
+  weight.value = Tensor();  // keep only the quantized copy: this is what makes the rank's memory drop
+  weight.grad = Tensor();
+  w_bf16_ = Bf16Operand();
+}
+
+void ColumnParallelLinear::check_quantizable(WeightFormat format) const {
   TP_CHECK(options_.in_features % kQuantBlock == 0, ShapeError,
            "{}: in_features={} is not a multiple of {}; --weights {} needs whole 32-weight blocks per row",
            options_.name, options_.in_features, kQuantBlock, weight_format_name(format));
-  qweight_ = quantize_weight(format, weight.value.f32(), out_per_partition_, options_.in_features);
-  weight.value = Tensor();  // keep only the quantized copy: this is what makes the rank's memory drop
+}
+
+void ColumnParallelLinear::install_quantized(QuantizedWeight q) {
+  TP_CHECK(q.rows == out_per_partition_ && q.cols == options_.in_features, ShapeError,
+           "{}: a quantized weight of {} x {} for a slice of {} x {}", options_.name, q.rows, q.cols,
+           out_per_partition_, options_.in_features);
+  qweight_ = std::move(q);
+  weight.value = Tensor();
   weight.grad = Tensor();
   w_bf16_ = Bf16Operand();
 }

@@ -30,6 +30,10 @@ struct ColumnParallelOptions {
   uint64_t seed = 0;
   float init_std = 0.02f;
   Precision precision = Precision::F32;  // of the GEMMs; parameters and gradients are always f32
+  // Training: weight and gradient; Inference: the weight only, zero until loaded (no gradient, no
+  // initialisation); Deferred: no f32 weight, the loader installs a quantized one (install_quantized).
+  // The bias, if any, is Inference whenever this is not Training.
+  ParameterAlloc alloc = ParameterAlloc::Training;
   // Sequence parallel when set: the input is this rank's N/t tokens, gathered here; dinp likewise.
   SequenceParallelWorkspace* workspace = nullptr;
   bool sequence_parallel = false;
@@ -64,7 +68,13 @@ class ColumnParallelLinear {
   // and free the f32 weight and its gradient; forward then runs the quantized GEMV, backward refuses.
   // ShapeError unless in_features is a multiple of 32.
   void quantize(WeightFormat format);
+  // The ShapeError quantize(format) would throw, without quantizing (checked before loading).
+  void check_quantizable(WeightFormat format) const;
   const QuantizedWeight& quantized_weight() const { return qweight_; }
+  // Inference with quantized weights loaded tensor by tensor: take `q`, this rank's (rows, cols)
+  // slice already quantized, as the weight (ShapeError if its shape is not this rank's slice).
+  void install_quantized(QuantizedWeight q);
+
   // Bytes kept from forward to backward that this layer owns: the bf16 input copy (bf16, not
   // sequence parallel); the f32 input belongs to the caller.
   int64_t activation_bytes() const { return x_bf16_.owned_bytes(); }

@@ -46,6 +46,7 @@ ColumnParallelOptions qkv_options(const AttentionOptions& o, int tp_size) {
   c.precision = o.precision;
   c.workspace = o.workspace;
   c.sequence_parallel = o.sequence_parallel;
+  c.alloc = o.alloc;
   return c;
 }
 
@@ -60,6 +61,7 @@ RowParallelOptions proj_options(const AttentionOptions& o) {
   r.precision = o.precision;
   r.workspace = o.workspace;
   r.sequence_parallel = o.sequence_parallel;
+  r.alloc = o.alloc;
   return r;
 }
 
@@ -76,7 +78,8 @@ ParallelAttention::ParallelAttention(ProcessGroup& tp, const AttentionOptions& o
   if (options_.n_kv_heads < tp.size()) {  // collective over tp: the ranks sharing a KV head form a group
     const int sharing = tp.size() / int(options_.n_kv_heads);
     kv_group_ = std::make_unique<ProcessGroup>(tp.split(tp.rank() / sharing, tp.rank(), "kv-head"));
-    kv_grad_before_ = Tensor({2 * options_.head_dim * (options_.hidden + (options_.bias ? 1 : 0))});
+    if (options_.alloc == ParameterAlloc::Training)
+      kv_grad_before_ = Tensor({2 * options_.head_dim * (options_.hidden + (options_.bias ? 1 : 0))});
   }
   head_dim_ = options_.head_dim;
   max_tokens_ = batch * seq;
@@ -101,10 +104,11 @@ ParallelAttention::ParallelAttention(ProcessGroup& tp, const AttentionOptions& o
     return;
   }
   qkv_out_ = Tensor({max_tokens_, width});
-  dqkv_ = Tensor({max_tokens_, width});
   att_ = Tensor({max_tokens_, heads_pp_ * head_dim_});
-  datt_ = Tensor({max_tokens_, heads_pp_ * head_dim_});
   lse_ = Tensor({batch, heads_pp_, seq});
+  if (options_.alloc != ParameterAlloc::Training) return;  // inference: no backward
+  dqkv_ = Tensor({max_tokens_, width});
+  datt_ = Tensor({max_tokens_, heads_pp_ * head_dim_});
 }
 
 void ParallelAttention::share_gradient_scratch(const ParallelAttention& first) {

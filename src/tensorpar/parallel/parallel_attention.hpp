@@ -42,6 +42,9 @@ struct AttentionOptions {
   // projection's input) from the kept q, k, v and log-sum-exp with one more attention_forward, so
   // layers built with share_with keep it in one buffer between them.
   bool recompute_output = false;
+  // Of the projections' weights (ColumnParallelOptions::alloc). Anything but Training is inference:
+  // no gradient scratch either.
+  ParameterAlloc alloc = ParameterAlloc::Training;
 };
 
 // One layer of a rank's KV cache (owned by infer::KvCache): k and v of this rank's KV heads,

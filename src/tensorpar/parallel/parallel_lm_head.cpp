@@ -7,20 +7,22 @@
 namespace tensorpar {
 
 ParallelLmHead::ParallelLmHead(ProcessGroup& tp, Parameter& weight, VocabShard shard, int64_t max_tokens,
-                               Precision precision, SequenceParallelWorkspace* workspace)
+                               Precision precision, SequenceParallelWorkspace* workspace, bool inference)
     : tp_(tp),
       weight_(weight),
       shard_(shard),
-      hidden_(weight.value.dim(1)),
+      hidden_(weight.local_shape()[1]),
       max_tokens_(max_tokens),
       precision_(precision),
       workspace_(workspace) {
-  if (precision == Precision::BF16) {
+  if (precision == Precision::BF16 && !weight.value.empty()) {
     x_bf16_ = Bf16Operand(max_tokens, hidden_);
     w_bf16_ = Bf16Operand(shard.local_size, hidden_);
     dlogits_bf16_ = Bf16Operand(max_tokens, shard.local_size);
   }
-  TP_CHECK_EQ(weight.value.dim(0), shard.local_size, "LM head rows");
+  const int64_t rows = weight.local_shape()[0];
+  TP_CHECK_EQ(rows, shard.local_size, "LM head rows");
+  if (inference) return;
   logits_ = Tensor({max_tokens, shard.local_size});
   row_max_ = Tensor({max_tokens});
   row_sumexp_ = Tensor({max_tokens});
@@ -50,6 +52,11 @@ float ParallelLmHead::forward(float* losses, const float* x, const int32_t* targ
     sequence_all_gather(tp_, full, x, N, hidden_);
     x = full;
   }
+  if (logits_.empty()) {  // inference: first loss evaluation (eval)
+    logits_ = Tensor({max_tokens_, shard_.local_size});
+    row_max_ = Tensor({max_tokens_});
+    row_sumexp_ = Tensor({max_tokens_});
+  }
   logits(logits_.f32(), x, N);
   return vocab_parallel_cross_entropy_forward(tp_, losses, row_max_.f32(), row_sumexp_.f32(), logits_.f32(), targets,
                                               N, shard_);
@@ -64,6 +71,15 @@ void ParallelLmHead::quantize(WeightFormat format, bool free_f32) {
     weight_.value = Tensor();
     weight_.grad = Tensor();
   }
+}
+
+void ParallelLmHead::install_quantized(QuantizedWeight q) {
+  TP_CHECK(q.rows == shard_.local_size && q.cols == hidden_, ShapeError,
+           "LM head: a quantized table of {} x {} for a slice of {} x {}", q.rows, q.cols, shard_.local_size, hidden_);
+  qweight_ = std::move(q);
+  w_bf16_ = Bf16Operand();
+  weight_.value = Tensor();
+  weight_.grad = Tensor();
 }
 
 void ParallelLmHead::backward(float* dx, const float* x, const int32_t* targets, int64_t N, float dloss) {

@@ -17,8 +17,11 @@ class ParallelLmHead {
  public:
   // `weight` is (V_padded / t, hidden) holding vocabulary rows [shard.start, shard.start + local_size).
   // With a workspace the head is sequence parallel: x and dx are this rank's (N/t, hidden) tokens.
+  // The loss buffers (logits, row max and sum) are allocated here for training, on the first
+  // forward() for inference (`inference`: generate and serve only ever call logits()).
   ParallelLmHead(ProcessGroup& tp, Parameter& weight, VocabShard shard, int64_t max_tokens,
-                 Precision precision = Precision::F32, SequenceParallelWorkspace* workspace = nullptr);
+                 Precision precision = Precision::F32, SequenceParallelWorkspace* workspace = nullptr,
+                 bool inference = false);
 
   // logits (N, local_size) of this rank's vocabulary columns for x (N, hidden).
   void logits(float* out, const float* x, int64_t N);
@@ -31,8 +34,11 @@ class ParallelLmHead {
   // free_f32: also free the f32 table and its gradient (an untied head; a tied one is still the
   // embedding's table). Backward refuses afterwards.
   void quantize(WeightFormat format, bool free_f32);
+  // Inference with the head loaded as a quantized copy: q is this rank's (local_size, hidden) table.
+  void install_quantized(QuantizedWeight q);
 
   const VocabShard& shard() const { return shard_; }
+  int64_t quantized_bytes() const { return qweight_.bytes(); }
   // Bytes kept from forward to backward: logits, row max and sum of exponentials, bf16 input copy.
   int64_t activation_bytes() const {
     return int64_t(logits_.nbytes() + row_max_.nbytes() + row_sumexp_.nbytes()) + x_bf16_.owned_bytes();

@@ -17,6 +17,7 @@ ColumnParallelOptions fc_options(const MlpOptions& o) {
   c.precision = o.precision;
   c.workspace = o.workspace;
   c.sequence_parallel = o.sequence_parallel;
+  c.alloc = o.alloc;
   if (o.activation == MlpActivation::SwiGLU) {
     c.out_features = 2 * o.ffn_hidden;
     c.segments = {o.ffn_hidden, o.ffn_hidden};  // [gate | up], each split over the group
@@ -37,6 +38,7 @@ RowParallelOptions proj_options(const MlpOptions& o) {
   r.precision = o.precision;
   r.workspace = o.workspace;
   r.sequence_parallel = o.sequence_parallel;
+  r.alloc = o.alloc;
   return r;
 }
 
@@ -57,8 +59,9 @@ ParallelMLP::ParallelMLP(ProcessGroup& tp, const MlpOptions& options, int64_t ma
     return;
   }
   pre_ = Tensor({max_tokens, fc_cols});
-  dpre_ = Tensor({max_tokens, fc_cols});
   act_ = Tensor({max_tokens, ffn_per_partition_});
+  if (options_.alloc != ParameterAlloc::Training) return;  // inference: no backward
+  dpre_ = Tensor({max_tokens, fc_cols});
   dact_ = Tensor({max_tokens, ffn_per_partition_});
 }
 

@@ -30,6 +30,8 @@ struct MlpOptions {
   Precision precision = Precision::F32;
   SequenceParallelWorkspace* workspace = nullptr;  // sequence parallel: inp/out/dinp/dout are N/t tokens
   bool sequence_parallel = false;
+  // Of the linears' weights (ColumnParallelOptions::alloc); anything but Training: no gradient scratch.
+  ParameterAlloc alloc = ParameterAlloc::Training;
 };
 
 class ParallelMLP {

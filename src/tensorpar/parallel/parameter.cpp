@@ -25,19 +25,34 @@ int64_t Parameter::global_index(int64_t local_flat) const {
   throw Error(fmt::format("parameter {}: local index {} is outside every shard block", name, along));
 }
 
-Parameter make_replicated(std::string name, Shape shape, int group_size, bool weight_decay) {
+Shape Parameter::local_shape() const {
+  if (replicated()) return global_shape;
+  Shape local = global_shape;
+  int64_t length = 0;
+  for (const ShardBlock& b : blocks) length += b.length;
+  local[size_t(shard_dim)] = length;
+  return local;
+}
+
+void allocate_storage(Parameter& p, ParameterAlloc alloc) {
+  if (alloc == ParameterAlloc::Deferred) return;
+  p.value = Tensor(p.local_shape());
+  if (alloc == ParameterAlloc::Training) p.grad = Tensor(p.local_shape());
+}
+
+Parameter make_replicated(std::string name, Shape shape, int group_size, bool weight_decay, ParameterAlloc alloc) {
   Parameter p;
   p.name = std::move(name);
   p.global_shape = shape;
   p.replicas = group_size;
   p.weight_decay = weight_decay;
-  p.value = Tensor(shape);
-  p.grad = Tensor(shape);
+  allocate_storage(p, alloc);
   return p;
 }
 
 Parameter make_sharded(std::string name, Shape global_shape, int dim, const std::vector<int64_t>& segments,
-                       int part, int parts, bool weight_decay, const std::vector<int>& segment_parts) {
+                       int part, int parts, bool weight_decay, const std::vector<int>& segment_parts,
+                       ParameterAlloc alloc) {
   Parameter p;
   p.name = std::move(name);
   TP_CHECK(segment_parts.empty() || segment_parts.size() == segments.size(), ConfigError,
@@ -53,14 +68,11 @@ Parameter make_sharded(std::string name, Shape global_shape, int dim, const std:
     total += segments[s];
   }
   TP_CHECK_EQ(total, global_shape.at(size_t(dim)), fmt::format("segments of {}", p.name));
-  Shape local = global_shape;
-  local[size_t(dim)] = local_start;
   p.global_shape = std::move(global_shape);
   p.shard_dim = dim;
   p.replicas = 1;
   p.weight_decay = weight_decay;
-  p.value = Tensor(local);
-  p.grad = Tensor(local);
+  allocate_storage(p, alloc);
   return p;
 }
 

@@ -19,6 +19,15 @@ struct ShardBlock {
   bool primary = true;
 };
 
+// What a layer allocates for a parameter. Training keeps a value and a gradient of the same shape;
+// inference (generate, eval, serve) only the value, which a checkpoint then fills; a weight that the
+// loader installs as a quantized copy (kernels/quantized_matmul.hpp) gets no f32 storage at all.
+enum class ParameterAlloc {
+  Training,   // value (initialised by the layer) and gradient
+  Inference,  // value only, zero until loaded; the layer skips its random initialisation
+  Deferred    // neither: only the shape and shard map (value stays empty until something installs it)
+};
+
 struct Parameter {
   std::string name;                // Hugging Face style, e.g. "h.0.attn.c_attn.weight"
   Shape global_shape;              // the whole tensor, as at TP=1 ([out, in] for linear weights)
@@ -30,7 +39,9 @@ struct Parameter {
   Tensor grad;                     // local shape, accumulated by backward, cleared by zero_grad
 
   bool replicated() const { return shard_dim < 0; }
-  const Shape& local_shape() const { return value.shape(); }
+  // This rank's shape, from the shard map: the value's shape, also when the value is not allocated
+  // (ParameterAlloc::Deferred).
+  Shape local_shape() const;
   // Global flat (row-major) index of local flat index i.
   int64_t global_index(int64_t local_flat) const;
   // Sum of squares of this rank's gradient, each element divided by the number of ranks holding it,
@@ -39,7 +50,8 @@ struct Parameter {
 };
 
 // A parameter every rank of a group of `group_size` holds whole.
-Parameter make_replicated(std::string name, Shape shape, int group_size, bool weight_decay);
+Parameter make_replicated(std::string name, Shape shape, int group_size, bool weight_decay,
+                          ParameterAlloc alloc = ParameterAlloc::Training);
 // A parameter whose dimension `dim` is the concatenation of `segments` (sizes at TP=1; one segment
 // for a plain split, [q, k, v] for a fused projection), each segment split evenly over `parts`
 // ranks; this rank (`part`) holds its slice of every segment, in segment order.
@@ -48,7 +60,10 @@ Parameter make_replicated(std::string name, Shape shape, int group_size, bool we
 // parts / segment_parts[s] consecutive ranks, rank `part` holding piece part / (parts / segment_parts[s])
 // (GQA with fewer key/value heads than ranks).
 Parameter make_sharded(std::string name, Shape global_shape, int dim, const std::vector<int64_t>& segments,
-                       int part, int parts, bool weight_decay, const std::vector<int>& segment_parts = {});
+                       int part, int parts, bool weight_decay, const std::vector<int>& segment_parts = {},
+                       ParameterAlloc alloc = ParameterAlloc::Training);
+// The value/gradient storage `alloc` asks for, of the parameter's local shape.
+void allocate_storage(Parameter& p, ParameterAlloc alloc);
 
 // Initialisation keyed by (seed, name, global index): bit-identical at every TP degree, and a rank
 // only ever generates the elements it holds.

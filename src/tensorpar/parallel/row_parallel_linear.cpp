@@ -11,11 +11,13 @@ RowParallelLinear::RowParallelLinear(ProcessGroup& tp, const RowParallelOptions&
                                      const RowParallelLinear* share_with)
     : tp_(tp), options_(options), max_tokens_(max_tokens) {
   weight = make_sharded(options_.name + ".weight", {options_.out_features, options_.in_features}, 1,
-                        {options_.in_features}, tp.rank(), tp.size(), /*weight_decay=*/true);
-  in_per_partition_ = weight.value.dim(1);
-  init_normal(weight, options_.seed, options_.init_std);
-  if (options_.bias) bias = make_replicated(options_.name + ".bias", {options_.out_features}, tp.size(), false);
-  if (options_.precision == Precision::BF16) {
+                        {options_.in_features}, tp.rank(), tp.size(), /*weight_decay=*/true, {}, options_.alloc);
+  in_per_partition_ = weight.local_shape()[1];
+  if (options_.alloc == ParameterAlloc::Training) init_normal(weight, options_.seed, options_.init_std);
+  if (options_.bias)
+    bias = make_replicated(options_.name + ".bias", {options_.out_features}, tp.size(), false,
+                           options_.alloc == ParameterAlloc::Training ? ParameterAlloc::Training : ParameterAlloc::Inference);
+  if (options_.precision == Precision::BF16 && options_.alloc != ParameterAlloc::Deferred) {
     x_bf16_ = share_with ? share_with->x_bf16_.view() : Bf16Operand(max_tokens, in_per_partition_);
     w_bf16_ = Bf16Operand(options_.out_features, in_per_partition_);
     dy_bf16_ = share_with ? share_with->dy_bf16_.view() : Bf16Operand(max_tokens, options_.out_features);
@@ -43,6 +45,8 @@ void RowParallelLinear::forward(float* out, const float* inp, int64_t N) {
   // partial Y (N, out) = X_i (N, in_pp) · A_i^T, A_i (out, in_pp)
   if (!qweight_.empty()) {
     quantized_matmul(y, x, ld_x, qweight_, N);
+  } else if (weight.value.empty()) {
+    throw ConfigError(fmt::format("{}: the weight was never loaded", options_.name));
   } else if (options_.precision == Precision::BF16) {
     const bf16* xb = x_bf16_.load(x, N, in_pp, ld_x);
     const bf16* wb = w_bf16_.load(weight.value.f32(), out_f, in_pp, in_pp);
@@ -63,13 +67,27 @@ void RowParallelLinear::forward(float* out, const float* inp, int64_t N) {
 void RowParallelLinear::quantize(WeightFormat format) {
   if (format == WeightFormat::F32) return;
   TP_CHECK(qweight_.empty(), ConfigError, "{}: the weight is already quantized", options_.name);
+  check_quantizable(format);
+  qweight_ = quantize_weight(format, weight.value.f32(), options_.out_features, in_per_partition_);
+  weight.value = Tensor();  // keep only the quantized copy
+  weight.grad = Tensor();
+  w_bf16_ = Bf16Operand();
+}
+
+void RowParallelLinear::check_quantizable(WeightFormat format) const {
   TP_CHECK(in_per_partition_ % kQuantBlock == 0, ShapeError,
            "{}: {} input features per rank ({} over {} ranks) is not a multiple of {}; --weights {} needs whole "
            "32-weight blocks on each rank: use a tensor-parallel degree that splits it so",
            options_.name, in_per_partition_, options_.in_features, tp_.size(), kQuantBlock,
            weight_format_name(format));
-  qweight_ = quantize_weight(format, weight.value.f32(), options_.out_features, in_per_partition_);
-  weight.value = Tensor();  // keep only the quantized copy
+}
+
+void RowParallelLinear::install_quantized(QuantizedWeight q) {
+  TP_CHECK(q.rows == options_.out_features && q.cols == in_per_partition_, ShapeError,
+           "{}: a quantized weight of {} x {} for a slice of {} x {}", options_.name, q.rows, q.cols,
+           options_.out_features, in_per_partition_);
+  qweight_ = std::move(q);
+  weight.value = Tensor();
   weight.grad = Tensor();
   w_bf16_ = Bf16Operand();
 }

@@ -24,6 +24,10 @@ struct RowParallelOptions {
   uint64_t seed = 0;
   float init_std = 0.02f;
   Precision precision = Precision::F32;  // of the GEMMs; parameters and gradients are always f32
+  // Training: weight and gradient; Inference: the weight only, zero until loaded (no gradient, no
+  // initialisation); Deferred: no f32 weight, the loader installs a quantized one (install_quantized).
+  // The bias, if any, is Inference whenever this is not Training.
+  ParameterAlloc alloc = ParameterAlloc::Training;
   // Sequence parallel when set: the output is reduce-scattered to this rank's N/t tokens, and
   // dout is those tokens' gradient, all-gathered here.
   SequenceParallelWorkspace* workspace = nullptr;
@@ -58,7 +62,13 @@ class RowParallelLinear {
   // copy and free the f32 weight and its gradient. Blocks never straddle the split: ShapeError unless
   // in_features_per_partition is a multiple of 32.
   void quantize(WeightFormat format);
+  // The ShapeError quantize(format) would throw, without quantizing (checked before loading).
+  void check_quantizable(WeightFormat format) const;
   const QuantizedWeight& quantized_weight() const { return qweight_; }
+  // Inference with quantized weights loaded tensor by tensor: take `q`, this rank's (rows, cols)
+  // slice already quantized, as the weight (ShapeError if its shape is not this rank's slice).
+  void install_quantized(QuantizedWeight q);
+
   // bf16 mode: round inp into the bf16 copy the backward reads, as forward does, without the GEMM
   // and its all-reduce: after the input was recomputed into a buffer shared by several layers.
   // f32: nothing to do (backward reads inp itself).

@@ -18,9 +18,10 @@ VocabParallelEmbedding::VocabParallelEmbedding(ProcessGroup& tp, const VocabEmbe
            "embedding {} needs a positive vocabulary and hidden size (got {} and {})", options.name,
            options.vocab_size, options.hidden);
   weight = make_sharded(options_.name + ".weight", {padded_vocab_, options_.hidden}, 0, {padded_vocab_}, tp.rank(),
-                        tp.size(), /*weight_decay=*/true);
+                        tp.size(), /*weight_decay=*/true, {}, options_.alloc);
   vocab_start_ = weight.blocks[0].global_start;
   vocab_end_ = vocab_start_ + weight.blocks[0].length;
+  if (options_.alloc != ParameterAlloc::Training) return;  // the loader fills the rows (padding: zero)
   init_normal(weight, options_.seed, options_.init_std);
   // padding rows are zero: they are never looked up and never a target
   for (int64_t row = std::max(vocab_start_, options_.vocab_size); row < vocab_end_; ++row)

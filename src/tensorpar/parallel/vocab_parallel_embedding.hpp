@@ -25,6 +25,9 @@ struct VocabEmbeddingOptions {
   // Sequence parallel when set: forward reduce-scatters to this rank's N/t tokens (out is
   // (N/t, hidden)) and backward gathers dout from them.
   SequenceParallelWorkspace* workspace = nullptr;
+  // Training: table and gradient, random rows; Inference: the table only, zero until loaded;
+  // Deferred: no f32 table (an untied LM head loaded as a quantized copy).
+  ParameterAlloc alloc = ParameterAlloc::Training;
 };
 
 class VocabParallelEmbedding {
