@@ -21,6 +21,7 @@
 #include "tensorpar/train/grad_buckets.hpp"
 #include "tensorpar/train/grad_norm.hpp"
 #include "tensorpar/train/options_check.hpp"
+#include "tensorpar/train/pipeline.hpp"
 
 namespace tensorpar {
 
@@ -46,13 +47,13 @@ io::TokenDataset load_data(ProcessGroup& world, const std::string& path) {
   return data;
 }
 
-float mean_validation_loss(TransformerLM& model, DataLoader& loader, int64_t batches, int64_t B, int64_t T,
-                           std::vector<int32_t>& x, std::vector<int32_t>& y, ProcessGroup& dp) {
+float mean_validation_loss(TransformerLM& model, PipelineStage* pipeline, DataLoader& loader, int64_t batches,
+                           int64_t B, int64_t T, std::vector<int32_t>& x, std::vector<int32_t>& y, ProcessGroup& dp) {
   loader.reset();
   double sum = 0;
   for (int64_t i = 0; i < batches; ++i) {
     loader.next(x.data(), y.data());
-    sum += model.forward(x.data(), y.data(), B, T);
+    sum += pipeline ? pipeline->forward_loss(x.data(), y.data()) : model.forward(x.data(), y.data(), B, T);
   }
   dp.all_reduce(std::span<double>(&sum, 1));
   return float(sum / double(batches * dp.size()));
@@ -103,6 +104,21 @@ void check_resume_config(const ModelConfig& c, const TrainOptions& o, const std:
   }
 }
 
+// This rank's pipeline stage: the layers split contiguously (train/pipeline_schedule.hpp), printed on rank 0.
+LayerRange pipeline_stage_layers(ProcessGroup& world, Mesh& mesh, const ModelConfig& config, bool print) {
+  if (mesh.pp_size() == 1) return {};
+  const std::vector<int> first = split_layers(int(config.layers), mesh.pp_size());
+  if (print && world.rank() == 0) {
+    std::string split;
+    for (int s = 0; s < mesh.pp_size(); ++s)
+      split += fmt::format("{}stage {}: layers {}-{}{}{}", s ? ", " : "", s, first[size_t(s)], first[size_t(s) + 1] - 1,
+                           s == 0 ? " + embedding" : "", s + 1 == mesh.pp_size() ? " + final norm, LM head" : "");
+    std::fprintf(stderr, "pipeline: %d stages (%s)\n", mesh.pp_size(), split.c_str());
+  }
+  const int s = mesh.pp().rank();
+  return {first[size_t(s)], first[size_t(s) + 1] - first[size_t(s)]};
+}
+
 }  // namespace
 
 nlohmann::json train_options_json(const TrainOptions& o, int tp_size, int dp_size) {
@@ -149,8 +165,12 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
            "--resume auto looks for checkpoints under --out; give --out DIR");
   TP_CHECK(o.resume.empty() || o.init.empty(), ConfigError,
            "--resume and --init both give the starting weights; use one of them");
-  const int tp_size = o.tp > 0 ? o.tp : world.size();
-  Mesh mesh(world, tp_size);
+  TP_CHECK(o.pp == 1 || (o.save_every == 0 && o.resume.empty()), ConfigError,
+           "--pp {} does not write or read training checkpoints yet; drop --save-every/--resume (--out still saves "
+           "the model) or train with --pp 1",
+           o.pp);
+  const int tp_size = o.tp > 0 ? o.tp : world.size() / std::max(1, o.pp);
+  Mesh mesh(world, tp_size, o.pp);
   ProcessGroup& tp = mesh.tp();
   ProcessGroup& dp = mesh.dp();
   const bool writer = world.rank() == 0;
@@ -191,6 +211,7 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
   config.validate(tp.size());
   TP_CHECK(o.seq <= config.max_seq, ConfigError, "--seq {} exceeds the model's {} positions", o.seq, config.max_seq);
   TransformerLM::check_size(config, tp.size(), o.batch, o.seq, o.compute);  // before any buffer is allocated
+  const LayerRange stage_layers = pipeline_stage_layers(world, mesh, config, o.progress);
 
   // the tail of the data set is held out for validation when there is enough of it
   const int64_t n = data.size();
@@ -204,7 +225,9 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
     val_loader = std::make_unique<DataLoader>(data, train_end, n, o.batch, o.seq, dp.rank(), dp.size(),
                                               config.vocab_size, o.data + " (validation split)");
 
-  TransformerLM model(tp, config, o.batch, o.seq, o.seed, o.compute);
+  TransformerLM model(tp, config, o.batch, o.seq, o.seed, o.compute, stage_layers);
+  std::unique_ptr<PipelineStage> pipeline;
+  if (mesh.pp_size() > 1) pipeline = std::make_unique<PipelineStage>(mesh.pp(), model, o.pp_schedule, int(o.grad_accum));
   if (!o.init.empty()) io::load_hf_checkpoint(tp, model, o.init);
   AdamW optimizer(model.parameters(), o.adamw);
   int64_t first_step = 0;
@@ -292,7 +315,11 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
     const auto t0 = Clock::now();
     model.zero_grad();
     double loss = 0;
-    for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
+    if (pipeline) {
+      loss = pipeline->step(loader, on_grads_ready);
+      result.pp_max_in_flight = pipeline->measured_max_in_flight();
+    }
+    for (int64_t micro = 0; micro < (pipeline ? 0 : o.grad_accum); ++micro) {
       loader.next(x.data(), y.data());
       loss += model.forward(x.data(), y.data(), o.batch, o.seq) / double(o.grad_accum);
       // gradients are final only in the last micro-batch's backward: its buckets start as they fill
@@ -313,7 +340,10 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
       loss /= dp.size();
     }
     if (o.inject_nan_at_step == step + 1) model.parameters().front()->grad.f32()[0] = std::numeric_limits<float>::quiet_NaN();
-    const double norm = clip_grad_norm(tp, model.parameters(), o.grad_clip);
+    if (pipeline) pipeline->sum_tied_embedding_grad(mesh.embedding());
+    const double norm = pipeline ? clip_grad_norm(tp, mesh.pp(), model.parameters(), pipeline->counted_elsewhere(),
+                                                  o.grad_clip)
+                                 : clip_grad_norm(tp, model.parameters(), o.grad_clip);
     const float lr = schedule.at(step);
     // The loss is the same on every rank (all-reduced over DP, and over TP inside the loss) and so
     // is the norm (all-reduced over TP of DP-averaged gradients): every rank takes the same branch.
@@ -355,7 +385,7 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
 
     const bool last = step + 1 == o.steps;
     if (val_loader && ((o.val_every > 0 && (step + 1) % o.val_every == 0) || last)) {
-      result.val_loss = mean_validation_loss(model, *val_loader, o.val_batches, o.batch, o.seq, x, y, dp);
+      result.val_loss = mean_validation_loss(model, pipeline.get(), *val_loader, o.val_batches, o.batch, o.seq, x, y, dp);
       if (metrics) metrics->write({{"step", step + 1}, {"val_loss", result.val_loss}});
     }
     if (writer && o.progress && (terminal || last || (step + 1) % log_every == 0)) {
@@ -397,7 +427,8 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
   if (!o.out.empty()) {  // one replica saves; every rank learns the outcome
     std::string error;
     try {
-      if (dp.rank() == 0) io::save_hf_checkpoint(tp, model, o.out);
+      if (dp.rank() == 0 && !pipeline) io::save_hf_checkpoint(tp, model, o.out);
+      if (dp.rank() == 0 && pipeline) io::save_hf_checkpoint(tp, model, o.out, &mesh.model_parallel());
     } catch (const Error& e) {
       error = e.what();
     }
