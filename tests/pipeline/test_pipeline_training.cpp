@@ -4,7 +4,7 @@
 // writes its own tensors into the one file). GPT-2 (tied embeddings: the embedding group's gradient
 // sum) and Llama (untied head), under GPipe and 1F1B, whose numbers must be the same; 1F1B's
 // micro-batches in flight per stage asserted. Layouts (T, P, D) per world size: 2 ranks (1,2,1);
-// 4 ranks (2,2,1), (1,4,1), (1,2,2).
+// 4 ranks (2,2,1), (1,4,1), (1,2,2). Training checkpoints written by a pipeline resume at another layout.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -147,11 +147,39 @@ TEST(PipelineTrainingErrors, BadLayoutsAreTheSameConfigErrorOnEveryRank) {
   not_dividing.tp = 1;
   not_dividing.pp = world.size() + 1;
   expect_error(not_dividing, "does not divide");
-  TrainOptions checkpoints = o;
-  checkpoints.pp = world.size();
-  checkpoints.save_every = 1;
-  checkpoints.out = dir.path("ckpt");
-  if (world.size() > 1) expect_error(checkpoints, "--save-every/--resume");
+}
+
+// A training checkpoint written by a pipeline (each stage its own tensors and AdamW moments into the
+// same files) resumes at another layout and continues the curve of one uninterrupted process:
+// 2 ranks: saved at (1,2,1), resumed at (2,1,1); 4 ranks: saved at (2,2,1), resumed at (1,4,1).
+TEST(PipelineCheckpoint, ResumesAtAnotherLayoutOnTheUninterruptedCurve) {
+  ProcessGroup world = ProcessGroup::world(), self = ProcessGroup::self();
+  if (world.size() != 2 && world.size() != 4) return;  // no pipeline at 1 rank
+  testing::SharedTempDir dir(world);
+  TrainOptions o = options(write_corpus(world, dir), ModelFamily::Gpt2);
+  o.steps = 4;
+  const TrainResult uninterrupted = train(self, o);
+  TrainOptions saving = o;
+  saving.tp = world.size() == 4 ? 2 : 1;
+  saving.pp = 2;
+  saving.save_every = 2;
+  saving.out = dir.path("run");
+  const TrainResult saved = train(world, saving);
+  expect_same_curve(uninterrupted, saved, "saving run");
+  TrainOptions resuming = o;
+  resuming.tp = world.size() == 4 ? 1 : 2;
+  resuming.pp = world.size() == 4 ? 4 : 1;
+  resuming.resume = dir.path("run/step_00000002");
+  const TrainResult resumed = train(world, resuming);
+  ASSERT_EQ(resumed.first_step, 2);
+  ASSERT_EQ(resumed.history.size(), 2u);
+  for (size_t s = 0; s < 2; ++s) {
+    EXPECT_NEAR(resumed.history[s].loss, uninterrupted.history[s + 2].loss, 1e-5 * uninterrupted.history[s + 2].loss)
+        << "step " << s + 3;
+    EXPECT_NEAR(resumed.history[s].grad_norm, uninterrupted.history[s + 2].grad_norm,
+                1e-5 * uninterrupted.history[s + 2].grad_norm)
+        << "step " << s + 3;
+  }
 }
 
 }  // namespace

@@ -165,10 +165,6 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
            "--resume auto looks for checkpoints under --out; give --out DIR");
   TP_CHECK(o.resume.empty() || o.init.empty(), ConfigError,
            "--resume and --init both give the starting weights; use one of them");
-  TP_CHECK(o.pp == 1 || (o.save_every == 0 && o.resume.empty()), ConfigError,
-           "--pp {} does not write or read training checkpoints yet; drop --save-every/--resume (--out still saves "
-           "the model) or train with --pp 1",
-           o.pp);
   const int tp_size = o.tp > 0 ? o.tp : world.size() / std::max(1, o.pp);
   Mesh mesh(world, tp_size, o.pp);
   ProcessGroup& tp = mesh.tp();
@@ -210,8 +206,10 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
   }
   config.validate(tp.size());
   TP_CHECK(o.seq <= config.max_seq, ConfigError, "--seq {} exceeds the model's {} positions", o.seq, config.max_seq);
-  TransformerLM::check_size(config, tp.size(), o.batch, o.seq, o.compute);  // before any buffer is allocated
   const LayerRange stage_layers = pipeline_stage_layers(world, mesh, config, o.progress);
+  ModelConfig stage_config = config;  // what this rank holds: a pipeline stage's layers only
+  if (stage_layers.count > 0) stage_config.layers = stage_layers.count;
+  TransformerLM::check_size(stage_config, tp.size(), o.batch, o.seq, o.compute);  // before any buffer is allocated
 
   // the tail of the data set is held out for validation when there is enough of it
   const int64_t n = data.size();
@@ -291,7 +289,8 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
     state.model = config;
     state.options = options_json;
     const auto t0 = Clock::now();
-    result.last_checkpoint = save_checkpoint(world, tp, dp, model, optimizer, state, o.out, o.keep);
+    result.last_checkpoint = save_checkpoint(world, tp, dp, model, optimizer, state, o.out, o.keep,
+                                             pipeline ? &mesh.model_parallel() : nullptr);
     if (metrics)
       metrics->write({{"step", steps_done},
                       {"checkpoint", result.last_checkpoint},
