@@ -181,6 +181,10 @@ void add_train_command(CLI::App& app, Runner& run) {
       nlohmann::json j{{"loss", r.loss}, {"tokens_per_s", r.tokens_per_s}, {"grad_norm", r.grad_norm},
                        {"steps", r.steps}, {"parameters", r.parameters}, {"dp_buckets", r.dp_buckets}, {"peak_rss_mb", peak_rss_mb}};
       if (r.val_loss >= 0) j["val_loss"] = r.val_loss;
+      if (options.pp > 1) {
+        j["pp_bubble"] = r.pp_bubble;
+        j["pp_bubble_ideal"] = r.pp_bubble_ideal;
+      }
       if (!options.out.empty()) j["out"] = options.out;
       if (!r.last_checkpoint.empty()) j["checkpoint"] = r.last_checkpoint;
       if (!r.resumed_from.empty()) j["resumed_from"] = r.resumed_from;

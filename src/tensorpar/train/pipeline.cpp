@@ -1,6 +1,7 @@
 #include "tensorpar/train/pipeline.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "tensorpar/core/profile.hpp"
@@ -10,6 +11,17 @@ namespace tensorpar {
 namespace {
 // activations travel down the pipeline under one tag, their gradients up under another
 constexpr int kActivationTag = 0, kGradientTag = 1;
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// w.wait(), adding the time blocked to `seconds`
+void timed_wait(Work& w, double& seconds) {
+  const auto t0 = std::chrono::steady_clock::now();
+  w.wait();
+  seconds += seconds_since(t0);
+}
 }  // namespace
 
 PipelineStage::PipelineStage(ProcessGroup& pp, TransformerLM& model, PipelineSchedule schedule, int micro_batches)
@@ -40,6 +52,8 @@ double PipelineStage::step(DataLoader& loader, const TransformerLM::GradsReady& 
   const int s = pp_.rank(), P = pp_.size(), M = micro_batches_;
   const bool first = s == 0, last = s == P - 1;
   const int64_t BT = B_ * T_;
+  const auto start = std::chrono::steady_clock::now();
+  wait_seconds_ = 0;
   for (int k = 0; k < M; ++k) loader.next(x_.data() + k * BT, y_.data() + k * BT);
 
   Work activation_recv, gradient_recv;  // the one receive of each kind posted ahead
@@ -69,7 +83,7 @@ double PipelineStage::step(DataLoader& loader, const TransformerLM::GradsReady& 
     if (op.kind == PipelineOp::Forward) {
       if (!first) {
         TP_PROFILE_SCOPE("pipeline recv activation");
-        activation_recv.wait();
+        timed_wait(activation_recv, wait_seconds_);
         post_activation(k + 1);  // its slot is free: the ring holds every micro-batch in flight + 1
       }
       const float l = forward(k);
@@ -77,7 +91,7 @@ double PipelineStage::step(DataLoader& loader, const TransformerLM::GradsReady& 
       measured_in_flight_ = std::max(measured_in_flight_, ++in_flight);
       if (!last) {
         Work& previous = output_sends_[size_t(k % slots_)];
-        previous.wait();  // micro-batch k - slots' message, long received
+        timed_wait(previous, wait_seconds_);  // micro-batch k - slots' message, long received
         std::vector<float>& out = outputs_[size_t(k % slots_)];
         const std::span<const float> y = model_.stage_output();
         std::copy(y.begin(), y.end(), out.begin());
@@ -86,7 +100,7 @@ double PipelineStage::step(DataLoader& loader, const TransformerLM::GradsReady& 
     } else {
       if (!last) {
         TP_PROFILE_SCOPE("pipeline recv gradient");
-        gradient_recv.wait();
+        timed_wait(gradient_recv, wait_seconds_);
         post_gradient(k + 1);  // into k - 1's buffer, consumed by its backward
       }
       const float* grad_output = last ? nullptr : grads_in_[size_t(k % 2)].data();
@@ -100,7 +114,7 @@ double PipelineStage::step(DataLoader& loader, const TransformerLM::GradsReady& 
       --in_flight;
       if (!first) {
         Work& previous = grad_sends_[size_t(k % slots_)];
-        previous.wait();
+        timed_wait(previous, wait_seconds_);
         std::vector<float>& out = grads_out_[size_t(k % slots_)];
         const std::span<const float> g = model_.stage_input_grad();
         std::copy(g.begin(), g.end(), out.begin());
@@ -108,8 +122,9 @@ double PipelineStage::step(DataLoader& loader, const TransformerLM::GradsReady& 
       }
     }
   }
-  for (Work& w : output_sends_) w.wait();
-  for (Work& w : grad_sends_) w.wait();
+  for (Work& w : output_sends_) timed_wait(w, wait_seconds_);
+  for (Work& w : grad_sends_) timed_wait(w, wait_seconds_);
+  step_seconds_ = seconds_since(start);
   pp_.broadcast(std::span<double>(&loss, 1), P - 1);  // the loss is known on the last stage only
   return loss;
 }

@@ -49,6 +49,10 @@ class PipelineStage {
   const std::vector<PipelineOp>& ops() const { return ops_; }
   // Forwards run a second time before their backward in the last step.
   int recomputed_forwards() const { return recomputed_; }
+  // The last step's wall time, and the part of it spent blocked waiting for the neighbours' messages
+  // (the pipeline bubble as this stage sees it; ideally (P - 1) / (m + P - 1) of the step).
+  double step_seconds() const { return step_seconds_; }
+  double wait_seconds() const { return wait_seconds_; }
 
  private:
   ProcessGroup& pp_;
@@ -61,6 +65,12 @@ class PipelineStage {
   std::vector<std::vector<float>> inputs_, outputs_, grads_in_, grads_out_;  // (slots | 2, NC)
   std::vector<Work> output_sends_, grad_sends_;
   int measured_in_flight_ = 0, recomputed_ = 0;
+  double step_seconds_ = 0, wait_seconds_ = 0;
 };
+
+// The ideal bubble of a P-stage pipeline over m micro-batches with equal stages: (P - 1) / (m + P - 1).
+inline double ideal_bubble_fraction(int stages, int micro_batches) {
+  return double(stages - 1) / double(micro_batches + stages - 1);
+}
 
 }  // namespace tensorpar

@@ -310,6 +310,7 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
   }
 
   int64_t nan_in_row = 0;
+  double pp_wait = 0, pp_busy = 0;  // pipeline bubble: seconds waiting / seconds in pipeline steps
   for (int64_t step = first_step; step < o.steps; ++step) {
     const auto t0 = Clock::now();
     model.zero_grad();
@@ -317,6 +318,10 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
     if (pipeline) {
       loss = pipeline->step(loader, on_grads_ready);
       result.pp_max_in_flight = pipeline->measured_max_in_flight();
+      if (step > first_step || o.steps - first_step == 1) {  // the first step warms up, as for tokens/s
+        pp_wait += pipeline->wait_seconds();
+        pp_busy += pipeline->step_seconds();
+      }
     }
     for (int64_t micro = 0; micro < (pipeline ? 0 : o.grad_accum); ++micro) {
       loader.next(x.data(), y.data());
@@ -423,6 +428,12 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
     }
   }
 
+  if (pipeline) {
+    double bubble = pp_busy > 0 ? pp_wait / pp_busy : 0;
+    world.all_reduce(std::span<double>(&bubble, 1));
+    result.pp_bubble = bubble / world.size();
+    result.pp_bubble_ideal = ideal_bubble_fraction(mesh.pp_size(), int(o.grad_accum));
+  }
   if (!o.out.empty()) {  // one replica saves; every rank learns the outcome
     std::string error;
     try {

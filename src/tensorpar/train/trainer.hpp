@@ -76,6 +76,9 @@ struct TrainResult {
   int64_t parameters = 0;
   int64_t dp_buckets = 0;       // gradient buckets per step (0: per-parameter all-reduce, or DP=1)
   int pp_max_in_flight = 0;     // pipeline: micro-batches this rank's stage held at once in the last step
+  // pipeline: share of the step time the stages spent waiting for each other (mean over ranks, steps
+  // but the first), and (P - 1) / (m + P - 1), the ideal of equal stages
+  double pp_bubble = 0, pp_bubble_ideal = 0;
   int64_t skipped_steps = 0;    // non-finite steps whose update was dropped (--on-nan skip)
   int stop_signal = 0;          // the signal that stopped training early (0: ran to the end)
   std::string resumed_from;     // checkpoint directory ("" for a fresh start)
