@@ -4,7 +4,7 @@
 // writes its own tensors into the one file). GPT-2 (tied embeddings: the embedding group's gradient
 // sum) and Llama (untied head), under GPipe and 1F1B, whose numbers must be the same; 1F1B's
 // micro-batches in flight per stage asserted. Layouts (T, P, D) per world size: 2 ranks (1,2,1);
-// 4 ranks (2,2,1), (1,4,1), (1,2,2). Training checkpoints written by a pipeline resume at another layout.
+// 4 ranks (2,2,1), (1,4,1), (1,2,2), and (2,2,1) with sequence parallelism. Training checkpoints written by a pipeline resume at another layout.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -22,11 +22,12 @@ using testing::write_corpus;
 
 struct Layout {
   int t, p, d;
+  bool sequence_parallel = false;  // the stages send only their 1/t of the residual stream
 };
 
 std::vector<Layout> layouts(int world) {
   if (world == 2) return {{1, 2, 1}};
-  if (world == 4) return {{2, 2, 1}, {1, 4, 1}, {1, 2, 2}};
+  if (world == 4) return {{2, 2, 1}, {1, 4, 1}, {1, 2, 2}, {2, 2, 1, true}};
   return {};
 }
 
@@ -97,7 +98,8 @@ TEST_P(PipelineTraining, EqualsSingleProcessAtEveryLayoutAndSchedule) {
   const ModelFamily family = GetParam();
   const std::string data = write_corpus(world, dir);
   for (const Layout& layout : layouts(world.size())) {
-    const std::string name = fmt::format("t{}p{}d{}", layout.t, layout.p, layout.d);
+    const std::string name =
+        fmt::format("t{}p{}d{}{}", layout.t, layout.p, layout.d, layout.sequence_parallel ? "sp" : "");
     TrainOptions serial = options(data, family);
     serial.batch *= layout.d;  // the same global batch: the replicas' rows side by side
     serial.out = dir.path(fmt::format("{}_serial_rank{}", name, world.rank()));
@@ -110,6 +112,7 @@ TEST_P(PipelineTraining, EqualsSingleProcessAtEveryLayoutAndSchedule) {
       o.tp = layout.t;
       o.pp = layout.p;
       o.pp_schedule = schedule;
+      o.compute.sequence_parallel = layout.sequence_parallel;
       o.out = dir.path(where);
       const TrainResult r = train(world, o);
       expect_same_curve(reference, r, where);

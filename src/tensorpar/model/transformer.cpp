@@ -302,6 +302,7 @@ TransformerLM::TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_
     int64_t total = 0;
     for (const Parameter* p : partial_grad_parameters_) total += p->grad.numel();
     partial_grad_buffer_ = Tensor({total});
+    partial_grad_earlier_ = Tensor({total});
   }
   build_grad_arena();
 }
@@ -358,6 +359,16 @@ int64_t TransformerLM::local_tokens(int64_t N) const {
   return sp_workspace_ ? tokens_per_rank(tp_, N) : N;
 }
 
+void TransformerLM::set_aside_partial_gradients() {
+  float* earlier = partial_grad_earlier_.f32();
+  int64_t offset = 0;
+  for (Parameter* p : partial_grad_parameters_) {
+    std::memcpy(earlier + offset, p->grad.f32(), p->grad.nbytes());
+    p->grad.zero();
+    offset += p->grad.numel();
+  }
+}
+
 void TransformerLM::sum_partial_gradients() {
   // pack, one all-reduce over the group, unpack (sequence parallelism only)
   float* buffer = partial_grad_buffer_.f32();
@@ -367,6 +378,7 @@ void TransformerLM::sum_partial_gradients() {
     offset += p->grad.numel();
   }
   tp_.all_reduce(partial_grad_buffer_.span());  // parameter gradients: exact f32 whatever --tp-comm-dtype says
+  add_inplace(buffer, partial_grad_earlier_.f32(), partial_grad_buffer_.numel());
   offset = 0;
   for (Parameter* p : partial_grad_parameters_) {
     std::memcpy(p->grad.f32(), buffer + offset, p->grad.nbytes());
@@ -467,6 +479,7 @@ void TransformerLM::backward_stage(const float* grad_output, const int32_t* toke
                                    int64_t T, float loss_scale, const GradsReady& on_grads_ready) {
   // with sequence parallelism the norm and position gradients are partial until the very end
   const bool early = on_grads_ready && !sequence_parallel();
+  if (sequence_parallel()) set_aside_partial_gradients();
   TP_CHECK(weight_format_ == WeightFormat::F32, ConfigError,
            "the model's weights are quantized ({}) for inference; training needs f32 weights",
            weight_format_name(weight_format_));

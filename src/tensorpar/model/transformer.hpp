@@ -198,9 +198,14 @@ class TransformerLM {
   // sequence parallelism
   bool sequence_parallel() const { return sp_workspace_ != nullptr; }
   int64_t local_tokens(int64_t N) const;  // tokens of N this rank holds outside the TP regions
-  void sum_partial_gradients();           // norms and positions saw only this rank's tokens
+  // Norms and positions saw only this rank's tokens: their gradients from this backward are summed
+  // over the group. What earlier backwards accumulated (gradient accumulation, pipeline micro-batches)
+  // is set aside first and added back after, so it is not summed again.
+  void set_aside_partial_gradients();
+  void sum_partial_gradients();
   std::vector<Parameter*> partial_grad_parameters_;
   Tensor partial_grad_buffer_;  // all of their gradients packed, for one all-reduce
+  Tensor partial_grad_earlier_;  // what earlier backwards accumulated in them
 };
 
 }  // namespace tensorpar
