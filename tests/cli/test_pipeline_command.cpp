@@ -2,7 +2,8 @@
 // is an ordinary Hugging Face directory: it generates the same greedy tokens at (1, 1, 1) and
 // (4, 1, 1), and the same as the model trained by one process (GPT-2: tied embeddings, whose copy
 // on the last stage is not written twice; Llama: the last stage's own head). Bad pipeline layouts
-// end with one error line and a non-zero exit on every rank.
+// end with one error line and a non-zero exit on every rank. Generation runs on a pipeline too:
+// (1,3,1) and (2,2,1) give the same tokens.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -36,9 +37,9 @@ TEST_P(PipelineCommand, ModelSavedAtTwoTwoOneGeneratesTheSameAtOneAndFourRanks) 
   const double l_serial = nlohmann::json::parse(serial.last_line()).at("loss");
   EXPECT_NEAR(l_pp, l_serial, 1e-5 * l_serial);
 
-  const auto generate = [&](int ranks, const std::string& model) {
-    const auto g = run_cli(ranks, "generate --model " + path(model) + " --prompt 'It was' -n 12 --temperature 0 --json",
-                           dir_);
+  const auto generate = [&](int ranks, const std::string& model, const std::string& extra = "") {
+    const auto g = run_cli(
+        ranks, "generate --model " + path(model) + " --prompt 'It was' -n 12 --temperature 0 --json " + extra, dir_);
     EXPECT_EQ(g.exit_code, 0) << g.err;
     if (g.exit_code != 0) return std::vector<int32_t>{};
     return nlohmann::json::parse(g.last_line()).at("tokens").get<std::vector<int32_t>>();
@@ -47,6 +48,9 @@ TEST_P(PipelineCommand, ModelSavedAtTwoTwoOneGeneratesTheSameAtOneAndFourRanks) 
   EXPECT_EQ(at1.size(), 12u);
   EXPECT_EQ(at4, at1) << "TP=4";
   EXPECT_EQ(generate(1, family + "_serial"), at1) << "trained by one process";
+  // generation on a pipeline: stages pass the hidden state, each caches its own layers
+  EXPECT_EQ(generate(3, family + "_pp", "--pp 3"), at1) << "(1,3,1)";
+  EXPECT_EQ(generate(4, family + "_pp", "--pp 2"), at1) << "(2,2,1)";
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, PipelineCommand, ::testing::Values("gpt2", "llama"),

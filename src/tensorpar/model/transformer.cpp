@@ -595,22 +595,34 @@ void TransformerLM::run_cached(float* out, const int32_t* tokens, int64_t B, int
     TP_CHECK(past >= 0 && past + n_new <= config_.max_seq, ShapeError,
              "positions up to {} exceed the model's maximum of {}", past + n_new, config_.max_seq);
   }
-  check_whole_model("KV-cache inference");
+  if (!pp_) check_whole_model("KV-cache inference without set_pipeline");
   TP_CHECK(cache.size() == blocks_.size(), ShapeError, "the KV cache has {} layers but the model {}", cache.size(),
            blocks_.size());
   TP_CHECK(!sequence_parallel(), ConfigError,
            "KV-cache inference runs without sequence parallelism; build the model without it");
   const int64_t C = config_.hidden, NC = B * n_new * C;
+  constexpr int kHiddenTag = 2;  // apart from training's activation and gradient messages
   float* x0 = residuals_.f32();
-  embedding_.forward(x0, tokens, B * n_new);
-  if (config_.family == ModelFamily::Gpt2)
-    for (int64_t b = 0; b < B; ++b)
-      add_inplace(x0 + b * n_new * C, position_.value.f32() + (rows ? rows->past[b] : past_len) * C, n_new * C);
+  if (first_stage()) {
+    embedding_.forward(x0, tokens, B * n_new);
+    if (config_.family == ModelFamily::Gpt2)
+      for (int64_t b = 0; b < B; ++b)
+        add_inplace(x0 + b * n_new * C, position_.value.f32() + (rows ? rows->past[b] : past_len) * C, n_new * C);
+  } else {
+    pp_->recv(std::span<float>(x0, size_t(NC)), pp_->rank() - 1, kHiddenTag).wait();
+  }
   for (size_t l = 0; l < blocks_.size(); ++l)
     blocks_[l]->forward_cached(residuals_.f32() + (l + 1) * NC, residuals_.f32() + l * NC, B, n_new, past_len, rows,
                                cache[l]);
-  final_norm_.forward(final_out_.f32(), residuals_.f32() + blocks_.size() * NC, B * n_new);
-  gather_last_logits(out, B, n_new);
+  if (!last_stage()) {
+    pp_->send(std::span<const float>(residuals_.f32() + blocks_.size() * NC, size_t(NC)), pp_->rank() + 1, kHiddenTag)
+        .wait();
+  } else {
+    final_norm_.forward(final_out_.f32(), residuals_.f32() + blocks_.size() * NC, B * n_new);
+    gather_last_logits(out, B, n_new);
+  }
+  // every stage samples the same token from the same logits
+  if (pp_ && pp_->size() > 1) pp_->broadcast(std::span<float>(out, size_t(B * config_.vocab_size)), pp_->size() - 1);
 }
 
 }  // namespace tensorpar

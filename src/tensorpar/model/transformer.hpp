@@ -104,6 +104,11 @@ class TransformerLM {
   std::span<const float> stage_input_grad() const;  // (stage_tokens, hidden)
   // Rows of the residual stream this rank holds for B x T tokens: B*T, or its 1/t with sequence parallelism.
   int64_t stage_tokens(int64_t B, int64_t T) const { return local_tokens(B * T); }
+  // Inference on a pipeline: forward_cached on a stage receives the hidden state from the previous
+  // stage of `pp` (the first embeds), passes its own on (the last computes the logits), and every
+  // stage ends with the last stage's logits (one broadcast over pp). Each stage's KV cache holds its
+  // own layers (KvCache sizes by stage_layers()). Collective over pp and tp from then on.
+  void set_pipeline(ProcessGroup* pp) { pp_ = pp; }
   bool first_stage() const { return first_layer_ == 0; }
   bool last_stage() const { return first_layer_ + int64_t(blocks_.size()) == config_.layers; }
   int64_t first_layer() const { return first_layer_; }
@@ -171,6 +176,7 @@ class TransformerLM {
   TransformerOptions options_;
   int64_t batch_ = 0, seq_ = 0, last_tokens_ = 0;
   int64_t first_layer_ = 0;  // of this pipeline stage (0 for a whole model)
+  ProcessGroup* pp_ = nullptr;  // the stages, for inference on a pipeline (set_pipeline)
   void check_whole_model(const char* what) const;
   // declared before the layers that use it: they are built with a pointer to it
   std::unique_ptr<SequenceParallelWorkspace> sp_workspace_;
