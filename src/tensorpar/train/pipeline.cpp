@@ -48,13 +48,13 @@ PipelineStage::PipelineStage(ProcessGroup& pp, TransformerLM& model, PipelineSch
   grad_sends_.resize(grads_out_.size());
 }
 
-double PipelineStage::step(DataLoader& loader, const TransformerLM::GradsReady& on_grads_ready) {
+double PipelineStage::step(const BatchSource& next_batch, const TransformerLM::GradsReady& on_grads_ready) {
   const int s = pp_.rank(), P = pp_.size(), M = micro_batches_;
   const bool first = s == 0, last = s == P - 1;
   const int64_t BT = B_ * T_;
   const auto start = std::chrono::steady_clock::now();
   wait_seconds_ = 0;
-  for (int k = 0; k < M; ++k) loader.next(x_.data() + k * BT, y_.data() + k * BT);
+  for (int k = 0; k < M; ++k) next_batch(x_.data() + k * BT, y_.data() + k * BT);
 
   Work activation_recv, gradient_recv;  // the one receive of each kind posted ahead
   const auto post_activation = [&](int k) {

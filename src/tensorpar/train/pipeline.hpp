@@ -13,11 +13,11 @@
 // Recomputation is bit-identical (deterministic kernels), so results equal the single-process run.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "tensorpar/comm/process_group.hpp"
 #include "tensorpar/model/transformer.hpp"
-#include "tensorpar/train/data_loader.hpp"
 #include "tensorpar/train/pipeline_schedule.hpp"
 
 namespace tensorpar {
@@ -27,11 +27,13 @@ class PipelineStage {
   // `model` is this rank's stage (pp.rank() of pp.size()), built for (B, T).
   PipelineStage(ProcessGroup& pp, TransformerLM& model, PipelineSchedule schedule, int micro_batches);
 
-  // One step's forwards and backwards over `micro_batches` micro-batches read from `loader` (every
+  // next_batch(tokens, targets) fills one micro-batch, (B, T) each (DataLoader::next).
+  using BatchSource = std::function<void(int32_t*, int32_t*)>;
+  // One step's forwards and backwards over `micro_batches` micro-batches read from `next_batch` (every
   // stage reads the same ones: the first needs the tokens, the last the targets). Gradients of
   // loss / micro_batches accumulate into the stage's parameters; the last micro-batch's backward
   // reports on_grads_ready. Returns the mean loss on every stage. Collective over pp.
-  double step(DataLoader& loader, const TransformerLM::GradsReady& on_grads_ready = {});
+  double step(const BatchSource& next_batch, const TransformerLM::GradsReady& on_grads_ready = {});
   // Forward only (validation): the loss of one batch, on every stage. Collective over pp.
   float forward_loss(const int32_t* tokens, const int32_t* targets);
 

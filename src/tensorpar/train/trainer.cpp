@@ -316,7 +316,7 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
     model.zero_grad();
     double loss = 0;
     if (pipeline) {
-      loss = pipeline->step(loader, on_grads_ready);
+      loss = pipeline->step([&loader](int32_t* a, int32_t* b) { loader.next(a, b); }, on_grads_ready);
       result.pp_max_in_flight = pipeline->measured_max_in_flight();
       if (step > first_step || o.steps - first_step == 1) {  // the first step warms up, as for tokens/s
         pp_wait += pipeline->wait_seconds();
