@@ -16,7 +16,14 @@ void add_bench_command(CLI::App& app, Runner& run) {
   cmd->add_option("--steps", o->steps, "timed steps")->capture_default_str();
   cmd->add_option("--warmup", o->warmup_steps, "untimed steps first")->capture_default_str();
   cmd->add_option("--batch", o->batch, "override the preset's batch size");
-  cmd->add_option("--tp", o->tp, "tensor-parallel degree (default: all ranks)");
+  cmd->add_option("--tp", o->tp, "tensor-parallel degree (default: all ranks over --pp)");
+  cmd->add_option("--pp", o->pp, "pipeline stages (ranks = tp x pp x dp); reports the bubble")->capture_default_str();
+  cmd->add_option("--micro-batches", o->micro_batches, "micro-batches per step (each --batch sequences)")
+      ->capture_default_str();
+  auto pp_schedule = std::make_shared<std::string>("1f1b");
+  cmd->add_option("--pp-schedule", *pp_schedule, "pipeline schedule: 1f1b or gpipe")
+      ->check(CLI::IsMember({"1f1b", "gpipe"}))
+      ->capture_default_str();
   auto overlap = std::make_shared<std::string>("deferred");
   auto precision = std::make_shared<std::string>("f32");
   cmd->add_option("--precision", *precision, "f32 or bf16 GEMMs")->check(CLI::IsMember({"f32", "bf16"}))->capture_default_str();
@@ -41,6 +48,7 @@ void add_bench_command(CLI::App& app, Runner& run) {
       options.compute.precision = parse_precision(*precision);
       options.compute.tp_comm_dtype = parse_comm_dtype(*tp_comm_dtype);
       options.compute.recompute = parse_recompute(*recompute);
+      options.pp_schedule = parse_pipeline_schedule(*pp_schedule);
       const BenchResult r = run_benchmark(world, options);
       const nlohmann::json j{{"preset", o->preset},
                              {"overlap", *overlap},
@@ -49,6 +57,10 @@ void add_bench_command(CLI::App& app, Runner& run) {
                              {"mfu_bf16", r.mfu_bf16},
                              {"tp", r.tp},
                              {"dp", r.dp},
+                             {"pp", r.pp},
+                             {"micro_batches", o->micro_batches},
+                             {"pp_bubble", r.pp_bubble},
+                             {"pp_bubble_ideal", r.pp_bubble_ideal},
                              {"threads_per_rank", r.threads_per_rank},
                              {"parameters", r.parameters},
                              {"tokens_per_s", r.tokens_per_s},
@@ -86,6 +98,10 @@ void add_bench_command(CLI::App& app, Runner& run) {
                                      r.activation_bytes_per_layer_formula / 1e6,
                                      r.activation_bytes_per_layer_korthikanti / 1e6, double(r.activation_bytes) / 1e6,
                                      double(r.parameter_bytes_per_rank) / 1e6, r.parameter_bytes_expected / 1e6, r.tp));
+      if (r.pp > 1)
+        print_rank0(world, fmt::format("  pipeline: {} stages, {} micro-batches ({}): bubble {:.1f}% of step time "
+                                       "(ideal (P-1)/(m+P-1) = {:.1f}%)\n",
+                                       r.pp, o->micro_batches, *pp_schedule, 100 * r.pp_bubble, 100 * r.pp_bubble_ideal));
       if (o->profile) {
         std::string table = "  per step, rank 0 (phases nest; collectives include waiting for the other ranks; a phase inside an "
                             "OpenMP region, e.g. attention's GEMMs, adds up over its threads):\n";

@@ -8,10 +8,12 @@
 
 #include "tensorpar/cli/command.hpp"
 #include "tensorpar/comm/compressed_collectives.hpp"
+#include "tensorpar/comm/mesh.hpp"
 #include "tensorpar/infer/generator.hpp"
 #include "tensorpar/io/hf_checkpoint.hpp"
 #include "tensorpar/io/tokenizer.hpp"
 #include "tensorpar/model/transformer.hpp"
+#include "tensorpar/train/pipeline_schedule.hpp"
 
 namespace tensorpar::cli {
 
@@ -68,6 +70,11 @@ void add_generate_command(CLI::App& app, Runner& run) {
   cmd->add_option("--top-k", o->sampling.top_k, "sample among the k most likely tokens (0: all)")->capture_default_str();
   cmd->add_option("--top-p", o->sampling.top_p, "nucleus sampling mass")->capture_default_str();
   cmd->add_option("--seed", o->sampling.seed, "sampling seed")->capture_default_str();
+  auto pp = std::make_shared<int>(1);
+  cmd->add_option("--pp", *pp,
+                  "pipeline stages: the layers split into P contiguous stages, each on ranks/P tensor-parallel ranks, "
+                  "each caching its own layers' keys and values")
+      ->capture_default_str();
   cmd->add_flag("--json", o->json, "print {\"tokens\": [...], \"text\": ..., \"tokens_per_s\": ...} as the last line");
   cmd->add_option("--weights", o->weights, "weights of the block linears (and an untied LM head): f32, or int8/int4 blockwise-quantized at load (Q8_0/Q4_0)")->capture_default_str();
   auto tp_comm_dtype = std::make_shared<std::string>("f32");
@@ -107,10 +114,18 @@ void add_generate_command(CLI::App& app, Runner& run) {
       // the last new token is never fed back; written so a huge --max-new-tokens cannot overflow
       const int64_t cache_len = prompt_len + std::min(config.max_seq - prompt_len, o->max_new_tokens - 1);
       // activation buffers for up to 256 prompt positions per pass; longer prompts go in chunks
-      TransformerLM model(world, config, 1, std::min<int64_t>(prompt_len, 256), 0,
-                          {.tp_comm_dtype = parse_comm_dtype(*tp_comm_dtype), .inference = true, .weights = weights});
+      // --pp: the world is tp x pp ranks (no replicas), each stage its own layers
+      TP_CHECK(*pp >= 1, ConfigError, "--pp must be at least 1 (got {})", *pp);
+      Mesh mesh(world, world.size() / *pp, *pp);
+      ProcessGroup& tp = mesh.tp();
+      const std::vector<int> first = split_layers(int(config.layers), *pp);
+      const int stage = mesh.pp().rank();
+      TransformerLM model(tp, config, 1, std::min<int64_t>(prompt_len, 256), 0,
+                          {.tp_comm_dtype = parse_comm_dtype(*tp_comm_dtype), .inference = true, .weights = weights},
+                          {first[size_t(stage)], first[size_t(stage) + 1] - first[size_t(stage)]});
+      if (*pp > 1) model.set_pipeline(&mesh.pp());
       // inference only (no gradients); int8/int4: each rank quantizes its slices while loading
-      io::load_hf_checkpoint(world, model, o->model);
+      io::load_hf_checkpoint(tp, model, o->model);
       Generator generator(model, 1, std::max(cache_len, prompt_len));
       const GenerationResult r = generator.generate(context.data(), prompt_len, o->max_new_tokens, o->sampling);
       const double total = r.prefill_seconds + r.decode_seconds;
@@ -124,7 +139,8 @@ void add_generate_command(CLI::App& app, Runner& run) {
                          {"decode_tokens_per_s", decode_per_s},
                          {"prefill_s", r.prefill_seconds},
                          {"prompt_tokens", prompt_len},
-                         {"tp", world.size()},
+                         {"tp", tp.size()},
+                         {"pp", *pp},
                          {"weights", weight_format_name(weights)},
                          // rank 0's resident memory after generating, and its peak (which includes
                          // the f32 weights as loaded, before quantization freed them)
@@ -136,7 +152,7 @@ void add_generate_command(CLI::App& app, Runner& run) {
         for (int32_t id : r.tokens) ids_text += (ids_text.empty() ? "" : ",") + std::to_string(id);
         print_rank0(world, fmt::format("{}{}\n-- {} tokens, {:.1f} tokens/s ({:.1f} tokens/s after the prompt), TP={}\n",
                                        tokenizer ? o->prompt : "", tokenizer ? text : ids_text, r.new_tokens,
-                                       tokens_per_s, decode_per_s, world.size()));
+                                       tokens_per_s, decode_per_s, tp.size()));
       }
       return 0;
     };

@@ -120,6 +120,15 @@ void add_train_command(CLI::App& app, Runner& run) {
   cmd->add_option("--grad-clip", o->grad_clip, "clip the global gradient norm to this (0: off)")->capture_default_str();
   cmd->add_option("--seed", o->seed, "initialisation seed")->capture_default_str();
   cmd->add_option("--tp", o->tp, "tensor-parallel degree (default: all ranks; the rest is data-parallel)");
+  cmd->add_option("--pp", o->pp,
+                  "pipeline stages: the layers split into P contiguous stages; ranks = tp x pp x dp, --grad-accum "
+                  "micro-batches per step")
+      ->capture_default_str();
+  auto pp_schedule = std::make_shared<std::string>("1f1b");
+  cmd->add_option("--pp-schedule", *pp_schedule,
+                  "pipeline schedule: 1f1b (at most P micro-batches in flight) or gpipe (all forwards, then all backwards)")
+      ->check(CLI::IsMember({"1f1b", "gpipe"}))
+      ->capture_default_str();
   cmd->add_option("--val-fraction", o->val_fraction, "tail of the data held out for validation")->capture_default_str();
   cmd->add_option("--val-every", o->val_every, "validate every N steps (0: at the end only)")->capture_default_str();
   cmd->add_option("--val-batches", o->val_batches, "batches per validation")->capture_default_str();
@@ -162,6 +171,7 @@ void add_train_command(CLI::App& app, Runner& run) {
       options.compute.precision = parse_precision(*precision);
       options.compute.tp_comm_dtype = parse_comm_dtype(*tp_comm_dtype);
       options.compute.recompute = parse_recompute(*recompute);
+      options.pp_schedule = parse_pipeline_schedule(*pp_schedule);
       if (*family == "llama") {
         options.model.family = ModelFamily::Llama;
         options.model.tie_embeddings = false;
@@ -181,6 +191,10 @@ void add_train_command(CLI::App& app, Runner& run) {
       j["optimizer_bytes"] = *std::max_element(optimizer_bytes.begin(), optimizer_bytes.end());
       j["optimizer_bytes_per_rank"] = optimizer_bytes;
       if (r.val_loss >= 0) j["val_loss"] = r.val_loss;
+      if (options.pp > 1) {
+        j["pp_bubble"] = r.pp_bubble;
+        j["pp_bubble_ideal"] = r.pp_bubble_ideal;
+      }
       if (!options.out.empty()) j["out"] = options.out;
       if (!r.last_checkpoint.empty()) j["checkpoint"] = r.last_checkpoint;
       if (!r.resumed_from.empty()) j["resumed_from"] = r.resumed_from;

@@ -56,6 +56,8 @@ const char* collective_name(Collective c) {
     case Collective::ReduceScatter: return "reduce_scatter";
     case Collective::Broadcast: return "broadcast";
     case Collective::Barrier: return "barrier";
+    case Collective::Send: return "send";
+    case Collective::Recv: return "recv";
     default: return "?";
   }
 }
@@ -141,7 +143,10 @@ void Work::wait() {
   displacements_.clear();
   if (group_) group_->stats_.seconds += now() - t0;
   if (profiling_enabled())
-    add_to_profile(what_ == Collective::AllReduce ? "all_reduce wait (async)" : "uneven collective wait (async)",
+    add_to_profile(what_ == Collective::Send     ? "send wait"
+                   : what_ == Collective::Recv   ? "recv wait"
+                   : what_ == Collective::AllReduce ? "all_reduce wait (async)"
+                                                 : "uneven collective wait (async)",
                    now() - t0);
   if (rc != MPI_SUCCESS) throw_mpi_error(rc, collective_name(what_));
 }
@@ -336,6 +341,29 @@ void ProcessGroup::barrier() {
   record(Collective::Barrier, 0, now() - t0);
 }
 
+Work ProcessGroup::send(std::span<const float> data, int dst, int tag) {
+  TP_CHECK(dst >= 0 && dst < size_ && dst != rank_, CommError, "send to rank {} of the {} group of {} ranks (this is {})",
+           dst, name_, size_, rank_);
+  const double t0 = now();
+  MPI_Request request = MPI_REQUEST_NULL;
+  // MPI_Isend takes a non-const pointer only for old bindings' sake; it never writes
+  MPI_CHECK(MPI_Isend(const_cast<float*>(data.data()), mpi_count(data.size(), "send"), MPI_FLOAT, dst, tag, comm_,
+                      &request),
+            "send");
+  record(Collective::Send, int64_t(data.size_bytes()), now() - t0);
+  return Work(this, request, Collective::Send);
+}
+
+Work ProcessGroup::recv(std::span<float> data, int src, int tag) {
+  TP_CHECK(src >= 0 && src < size_ && src != rank_, CommError,
+           "receive from rank {} of the {} group of {} ranks (this is {})", src, name_, size_, rank_);
+  const double t0 = now();
+  MPI_Request request = MPI_REQUEST_NULL;
+  MPI_CHECK(MPI_Irecv(data.data(), mpi_count(data.size(), "recv"), MPI_FLOAT, src, tag, comm_, &request), "recv");
+  record(Collective::Recv, int64_t(data.size_bytes()), now() - t0);
+  return Work(this, request, Collective::Recv);
+}
+
 std::string ProcessGroup::first_error(const std::string& local_error) {
   if (size_ == 1) return local_error;
   // Not counted in stats: agreement is bookkeeping, not model communication.
@@ -359,6 +387,7 @@ template void ProcessGroup::all_gather<float>(std::span<float>, std::span<const 
 template void ProcessGroup::all_gather<int32_t>(std::span<int32_t>, std::span<const int32_t>);
 template void ProcessGroup::all_gather<int64_t>(std::span<int64_t>, std::span<const int64_t>);
 template void ProcessGroup::broadcast<float>(std::span<float>, int);
+template void ProcessGroup::broadcast<double>(std::span<double>, int);
 template void ProcessGroup::broadcast<int32_t>(std::span<int32_t>, int);
 template void ProcessGroup::broadcast<int64_t>(std::span<int64_t>, int);
 template void ProcessGroup::broadcast<uint8_t>(std::span<uint8_t>, int);

@@ -22,7 +22,8 @@ namespace tensorpar {
   } while (0)
 [[noreturn]] void throw_mpi_error(int rc, const char* what);
 
-enum class Collective : int { AllReduce, AllGather, ReduceScatter, Broadcast, Barrier, kCount };
+// Send and Recv are the point-to-point messages of pipeline parallelism (not collectives, counted alike).
+enum class Collective : int { AllReduce, AllGather, ReduceScatter, Broadcast, Barrier, Send, Recv, kCount };
 const char* collective_name(Collective c);
 
 // What the group has done: call counts and payload bytes per collective, and the wall time spent
@@ -131,6 +132,13 @@ class ProcessGroup {
   void broadcast(std::span<T> data, int root);
   void broadcast_string(std::string& s, int root);
   void barrier();
+
+  // Point-to-point (pipeline stages): start sending `data` to rank `dst` of this group, or receiving
+  // into `data` from rank `src`, and return at once; wait() completes it. The buffer must stay valid
+  // and untouched until then. Messages between two ranks with the same tag arrive in the order sent.
+  // Unlike the collectives, only the two ranks take part; a size-0 span still sends an empty message.
+  Work send(std::span<const float> data, int dst, int tag = 0);
+  Work recv(std::span<float> data, int src, int tag = 0);
 
   // Turn a failure that may have happened on some ranks only into the same exception on all of
   // them: each rank passes its own error message ("" if it succeeded); if any rank failed, every rank

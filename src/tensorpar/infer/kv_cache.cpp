@@ -7,10 +7,11 @@ KvCache::KvCache(const TransformerLM& model, int64_t batch, int64_t max_seq) : b
   TP_CHECK(batch >= 1 && max_seq >= 1 && max_seq <= c.max_seq, ConfigError,
            "a KV cache of {} rows x {} positions does not fit a model of {} positions", batch, max_seq, c.max_seq);
   const int64_t width = model.kv_heads_per_partition() * c.head_dim();
-  k_ = Tensor({c.layers, batch, max_seq, width});
-  v_ = Tensor({c.layers, batch, max_seq, width});
+  const int64_t layers = model.stage_layers();  // a pipeline stage caches its own layers only
+  k_ = Tensor({layers, batch, max_seq, width});
+  v_ = Tensor({layers, batch, max_seq, width});
   const int64_t per_layer = batch * max_seq * width;
-  for (int64_t l = 0; l < c.layers; ++l) slices_.push_back({k_.f32() + l * per_layer, v_.f32() + l * per_layer, max_seq});
+  for (int64_t l = 0; l < layers; ++l) slices_.push_back({k_.f32() + l * per_layer, v_.f32() + l * per_layer, max_seq});
 }
 
 void KvCache::advance(int64_t n_new) {

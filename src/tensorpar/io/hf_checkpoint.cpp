@@ -11,6 +11,7 @@
 #include <fstream>
 #include <functional>
 #include <set>
+#include <sstream>
 
 #include "tensorpar/io/atomic_file.hpp"
 #include "tensorpar/io/crc32c.hpp"
@@ -321,14 +322,47 @@ void write_parameter(int fd, const SafetensorsPlan& plan, const ModelConfig& con
 
 }  // namespace
 
+namespace {
+
+// Pipeline stages hold different tensors: every rank announces its own (name and shape), in rank
+// order, and every rank builds the same list from them, each name once (the tensor-parallel ranks of
+// a stage announce the same names). One broadcast per rank of the group; saving is rare.
+std::vector<StEntry> gather_entries(ProcessGroup& group, const std::vector<StEntry>& mine) {
+  std::string text;
+  for (const StEntry& e : mine) {
+    text += e.name;
+    for (int64_t d : e.shape) text += fmt::format("\t{}", d);
+    text += '\n';
+  }
+  std::vector<StEntry> all;
+  std::set<std::string> seen;
+  for (int r = 0; r < group.size(); ++r) {
+    std::string theirs = group.rank() == r ? text : std::string();
+    group.broadcast_string(theirs, r);
+    std::istringstream lines(theirs);
+    for (std::string line; std::getline(lines, line);) {
+      std::istringstream fields(line);
+      StEntry e{"", StDType::F32, {}};
+      std::getline(fields, e.name, '\t');
+      for (std::string d; std::getline(fields, d, '\t');) e.shape.push_back(std::stoll(d));
+      if (seen.insert(e.name).second) all.push_back(std::move(e));
+    }
+  }
+  return all;
+}
+
+}  // namespace
+
 void save_parameter_tensors(ProcessGroup& tp, const ModelConfig& config, const std::vector<Parameter*>& parameters,
                             const std::vector<ParameterTensors>& sets, const std::string& path,
-                            const std::map<std::string, std::string>& metadata) {
+                            const std::map<std::string, std::string>& metadata, ProcessGroup* model_parallel) {
   std::vector<StEntry> entries;
   for (const ParameterTensors& set : sets)
     for (const Parameter* p : parameters)
       for (const HfPiece& piece : suffixed_pieces(config, *p, set.suffix))
         entries.push_back({piece.key, StDType::F32, piece.file_shape});
+  ProcessGroup& group = model_parallel ? *model_parallel : tp;
+  if (model_parallel) entries = gather_entries(group, entries);
   std::map<std::string, std::string> meta = metadata;
   meta.emplace("format", "pt");
   const SafetensorsPlan plan(std::move(entries), meta);
@@ -336,7 +370,7 @@ void save_parameter_tensors(ProcessGroup& tp, const ModelConfig& config, const s
   // rank 0 lays the file out (header, full size) under a temporary name that the others then fill
   std::string error, tmp_path;
   std::unique_ptr<AtomicFile> file;
-  if (tp.rank() == 0) {
+  if (group.rank() == 0) {
     try {
       file = std::make_unique<AtomicFile>(path);
       file->write(plan.header());
@@ -346,8 +380,8 @@ void save_parameter_tensors(ProcessGroup& tp, const ModelConfig& config, const s
       error = fmt::format("cannot write {}: {}", path, e.what());
     }
   }
-  tp.agree<IoError>(error);
-  tp.broadcast_string(tmp_path, 0);
+  group.agree<IoError>(error);
+  group.broadcast_string(tmp_path, 0);
   try {
     const int fd = ::open(tmp_path.c_str(), O_WRONLY);
     TP_CHECK(fd >= 0, IoError, "cannot open {} for writing: {}", tmp_path, std::strerror(errno));
@@ -363,15 +397,15 @@ void save_parameter_tensors(ProcessGroup& tp, const ModelConfig& config, const s
   } catch (const std::exception& e) {
     error = fmt::format("cannot write {}: {}", path, e.what());
   }
-  tp.agree<IoError>(error);
-  if (tp.rank() == 0) {
+  group.agree<IoError>(error);
+  if (group.rank() == 0) {
     try {
       file->commit();
     } catch (const std::exception& e) {
       error = e.what();
     }
   }
-  tp.agree<IoError>(error);
+  group.agree<IoError>(error);
 }
 
 void load_parameter_tensors(ProcessGroup& tp, const ModelConfig& config, const std::vector<Parameter*>& parameters,
@@ -391,22 +425,27 @@ void load_parameter_tensors(ProcessGroup& tp, const ModelConfig& config, const s
 
 std::string config_json_text(const ModelConfig& config) { return config.to_hf_json().dump(2) + "\n"; }
 
-void write_hf_files(ProcessGroup& tp, TransformerLM& model, const std::string& dir) {
+void write_hf_files(ProcessGroup& tp, TransformerLM& model, const std::string& dir, ProcessGroup* model_parallel) {
   const std::string config_text = config_json_text(model.config());
   const std::string config_crc = fmt::format("{:08x}", crc32c(std::as_bytes(std::span(config_text))));
-  const std::vector<Parameter*> parameters = model.parameters();
+  std::vector<Parameter*> parameters = model.parameters();
+  if (!model.first_stage())  // a tied embedding's copy on the last stage: the first stage writes it
+    std::erase_if(parameters, [](const Parameter* p) {
+      return p->name == "wte.weight" || p->name == "model.embed_tokens.weight";
+    });
   save_parameter_tensors(tp, model.config(), parameters,
                          {{"", [&](size_t i) { return parameters[i]->value.f32(); }}},
-                         (fs::path(dir) / "model.safetensors").string(), {{kConfigCrcKey, config_crc}});
+                         (fs::path(dir) / "model.safetensors").string(), {{kConfigCrcKey, config_crc}}, model_parallel);
+  ProcessGroup& group = model_parallel ? *model_parallel : tp;
   std::string error;
-  if (tp.rank() == 0) {
+  if (group.rank() == 0) {
     try {
       write_file_atomically((fs::path(dir) / "config.json").string(), config_text);
     } catch (const std::exception& e) {
       error = e.what();
     }
   }
-  tp.agree<IoError>(error);
+  group.agree<IoError>(error);
 }
 
 namespace {
@@ -459,14 +498,15 @@ void remove_stale_save_files(const std::string& dir) {
   }
 }
 
-void save_hf_checkpoint(ProcessGroup& tp, TransformerLM& model, const std::string& dir) {
+void save_hf_checkpoint(ProcessGroup& tp, TransformerLM& model, const std::string& dir, ProcessGroup* model_parallel) {
+  ProcessGroup& group = model_parallel ? *model_parallel : tp;
   // Everything is written into a private directory inside `dir` first, so a killed save leaves the
   // old files untouched (and the next save removes the leftovers). Then, in an order where no loader
   // sees a silently wrong model: the stale sharded index (which loaders prefer), its shards,
   // config.json, model.safetensors. model.safetensors records the CRC32C of its config.json, so the
   // one window left (new config.json beside the old weights) is reported by load_hf_checkpoint.
   std::string error, tmp;
-  if (tp.rank() == 0) {
+  if (group.rank() == 0) {
     try {
       fs::create_directories(dir);
       remove_stale_save_files(dir);
@@ -477,18 +517,18 @@ void save_hf_checkpoint(ProcessGroup& tp, TransformerLM& model, const std::strin
                           e.what());
     }
   }
-  tp.agree<IoError>(error);
-  tp.broadcast_string(tmp, 0);
+  group.agree<IoError>(error);
+  group.broadcast_string(tmp, 0);
   try {
-    write_hf_files(tp, model, tmp);
+    write_hf_files(tp, model, tmp, model_parallel);
   } catch (const Error&) {
-    if (tp.rank() == 0) {
+    if (group.rank() == 0) {
       std::error_code ec;
       fs::remove_all(tmp, ec);
     }
     throw;
   }
-  if (tp.rank() == 0) {
+  if (group.rank() == 0) {
     try {
       fsync_dir(tmp);
       for (const fs::path& stale : sharded_leftovers(dir)) fs::remove(stale);
@@ -499,7 +539,7 @@ void save_hf_checkpoint(ProcessGroup& tp, TransformerLM& model, const std::strin
       error = fmt::format("cannot write the model to {}: {}", dir, e.what());
     }
   }
-  tp.agree<IoError>(error);
+  group.agree<IoError>(error);
 }
 
 }  // namespace tensorpar::io

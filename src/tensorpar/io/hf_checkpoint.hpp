@@ -40,11 +40,16 @@ void load_hf_checkpoint(ProcessGroup& tp, TransformerLM& model, const std::strin
 // model.safetensors records the CRC32C of its config.json, so the only window left between the
 // two renames (new config.json, old weights) fails to load with a clear error instead of loading
 // silently wrong. Training checkpoints (train/checkpoint.hpp) are whole directories renamed at once.
-void save_hf_checkpoint(ProcessGroup& tp, TransformerLM& model, const std::string& dir);
+// Pipeline parallelism: `model` is one stage and `model_parallel` the ranks of every stage of the
+// replica (tp x pp); each stage writes its own layers' tensors into the one file, laid out from the
+// tensors every rank announces (the last stage's copy of a tied embedding is left to the first).
+void save_hf_checkpoint(ProcessGroup& tp, TransformerLM& model, const std::string& dir,
+                        ProcessGroup* model_parallel = nullptr);
 
 // Collective over tp: model.safetensors + config.json written into an existing directory that no
 // loader looks at yet (a checkpoint's temporary directory), each file fsynced.
-void write_hf_files(ProcessGroup& tp, TransformerLM& model, const std::string& dir);
+void write_hf_files(ProcessGroup& tp, TransformerLM& model, const std::string& dir,
+                    ProcessGroup* model_parallel = nullptr);
 
 // Removes what killed saves left in a model directory: "*.tmp.<pid>" files and .tmp.save.* dirs.
 void remove_stale_save_files(const std::string& dir);
@@ -57,9 +62,11 @@ struct ParameterTensors {
   std::function<float*(size_t)> data;  // local data of parameters[i]
 };
 // Collective over tp: one safetensors file at `path` (F32), written via "<path>.tmp.<pid>" + fsync + rename.
+// With `model_parallel` (a group of several stages, each passing its own parameters) collective over it.
 void save_parameter_tensors(ProcessGroup& tp, const ModelConfig& config, const std::vector<Parameter*>& parameters,
                             const std::vector<ParameterTensors>& sets, const std::string& path,
-                            const std::map<std::string, std::string>& metadata = {});
+                            const std::map<std::string, std::string>& metadata = {},
+                            ProcessGroup* model_parallel = nullptr);
 // Collective over tp: fills each set's tensors from `path`; the same IoError on every rank if anything is wrong.
 void load_parameter_tensors(ProcessGroup& tp, const ModelConfig& config, const std::vector<Parameter*>& parameters,
                             const std::vector<ParameterTensors>& sets, const std::string& path);

@@ -233,13 +233,31 @@ void TransformerLM::check_size(const ModelConfig& c, int tp, int64_t batch, int6
                        "use a smaller model, --batch or --seq, or more tensor-parallel ranks");
 }
 
+namespace {
+// The layers a stage holds, checked; the whole model for the default range.
+LayerRange checked_range(const ModelConfig& c, LayerRange r) {
+  if (r.count < 0) return {0, c.layers};
+  TP_CHECK(r.first >= 0 && r.count >= 1 && r.first + r.count <= c.layers, ConfigError,
+           "a pipeline stage of layers [{}, {}) does not fit the model's {} layers", r.first, r.first + r.count,
+           c.layers);
+  return r;
+}
+// What one stage holds, for the memory check: its layers (embeddings and head counted as for the whole model).
+ModelConfig stage_config(const ModelConfig& c, LayerRange r) {
+  ModelConfig s = c;
+  s.layers = checked_range(c, r).count;
+  return s;
+}
+}  // namespace
+
 TransformerLM::TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_t batch, int64_t seq, uint64_t seed,
-                             const TransformerOptions& options)
+                             const TransformerOptions& options, LayerRange layers)
     : tp_(tp),
-      config_((check_size(config, tp.size(), batch, seq, options), config)),
+      config_((check_size(stage_config(config, layers), tp.size(), batch, seq, options), config)),
       options_(options),
       batch_(batch),
       seq_(seq),
+      first_layer_(checked_range(config, layers).first),
       sp_workspace_(options.sequence_parallel && tp.size() > 1
                         ? std::make_unique<SequenceParallelWorkspace>(batch * seq, config.hidden, options.precision)
                         : nullptr),
@@ -253,31 +271,40 @@ TransformerLM::TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_
   TP_CHECK(batch >= 1, ConfigError, "batch size must be at least 1 (got {})", batch);
   tp_.set_comm_dtype(options.tp_comm_dtype);  // every layer's activation collectives read it from the group
   const int64_t N = batch * seq, C = config.hidden, Nl = local_tokens(N);
-  parameters_.push_back(&embedding_.weight);
-  if (config.family == ModelFamily::Gpt2) {
+  const LayerRange range = checked_range(config, layers);
+  const bool first = range.first == 0, last = range.first + range.count == config.layers;
+  if (first || (last && config.tie_embeddings)) {
+    parameters_.push_back(&embedding_.weight);
+  } else {  // a stage without the table: no memory for it
+    embedding_.weight.value = Tensor();
+    embedding_.weight.grad = Tensor();
+  }
+  if (config.family == ModelFamily::Gpt2 && first) {
     position_ = make_replicated("wpe.weight", {config.max_seq, C}, tp.size(), true, Block::norm_alloc(options));
     if (!options.inference) init_normal(position_, seed, 0.02f);
     parameters_.push_back(&position_);
   }
-  for (int64_t l = 0; l < config.layers; ++l) {
+  for (int64_t l = range.first; l < range.first + range.count; ++l) {
     blocks_.push_back(std::make_unique<Block>(tp, config, options, l, batch, seq, Nl, seed, sp_workspace_.get(),
                                               blocks_.empty() ? nullptr : blocks_.front().get()));
     blocks_.back()->collect_parameters(parameters_);
   }
-  final_norm_.collect_parameters(parameters_);
-  const VocabShard shard{embedding_.vocab_start(), embedding_.vocab_end() - embedding_.vocab_start(),
-                         config.vocab_size};
-  Parameter* head = &embedding_.weight;
-  if (!config.tie_embeddings) {
-    VocabParallelEmbedding untied(tp, {"lm_head", config.vocab_size, C, seed, 0.02f, nullptr,
-                                       Block::weight_alloc(options)});
-    lm_head_weight_ = std::move(untied.weight);
-    head = &lm_head_weight_;
-    parameters_.push_back(head);
+  if (last) {
+    final_norm_.collect_parameters(parameters_);
+    const VocabShard shard{embedding_.vocab_start(), embedding_.vocab_end() - embedding_.vocab_start(),
+                           config.vocab_size};
+    Parameter* head = &embedding_.weight;
+    if (!config.tie_embeddings) {
+      VocabParallelEmbedding untied(tp, {"lm_head", config.vocab_size, C, seed, 0.02f, nullptr,
+                                         Block::weight_alloc(options)});
+      lm_head_weight_ = std::move(untied.weight);
+      head = &lm_head_weight_;
+      parameters_.push_back(head);
+    }
+    lm_head_ = std::make_unique<ParallelLmHead>(tp, *head, shard, N, options.precision, sp_workspace_.get(),
+                                                options.inference);
   }
-  lm_head_ = std::make_unique<ParallelLmHead>(tp, *head, shard, N, options.precision, sp_workspace_.get(),
-                                              options.inference);
-  residuals_ = Tensor({config.layers + 1, Nl, C});
+  residuals_ = Tensor({range.count + 1, Nl, C});
   final_out_ = Tensor({Nl, C});
   losses_ = Tensor({N});
   if (options.inference) {
@@ -295,11 +322,12 @@ TransformerLM::TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_
   if (sequence_parallel()) {
     // replicated parameters applied to this rank's tokens only: their gradients are partial sums
     for (auto& block : blocks_) block->collect_norm_parameters(partial_grad_parameters_);
-    final_norm_.collect_parameters(partial_grad_parameters_);
-    if (config.family == ModelFamily::Gpt2) partial_grad_parameters_.push_back(&position_);
+    if (last) final_norm_.collect_parameters(partial_grad_parameters_);
+    if (config.family == ModelFamily::Gpt2 && first) partial_grad_parameters_.push_back(&position_);
     int64_t total = 0;
     for (const Parameter* p : partial_grad_parameters_) total += p->grad.numel();
     partial_grad_buffer_ = Tensor({total});
+    partial_grad_earlier_ = Tensor({total});
   }
   build_grad_arena();
 }
@@ -315,16 +343,17 @@ void TransformerLM::build_grad_arena() {
   // backward order: untied head, final norm, blocks last to first, then embedding and positions
   std::vector<std::vector<Parameter*>> groups;
   std::vector<Parameter*> first;
-  if (!config_.tie_embeddings) first.push_back(&lm_head_weight_);
-  final_norm_.collect_parameters(first);
+  if (!lm_head_weight_.value.empty()) first.push_back(&lm_head_weight_);
+  if (last_stage()) final_norm_.collect_parameters(first);
   groups.push_back(first);
   for (size_t l = layers; l-- > 0;) {
     std::vector<Parameter*> block;
     blocks_[l]->collect_parameters(block);
     groups.push_back(block);
   }
-  std::vector<Parameter*> last{&embedding_.weight};
-  if (config_.family == ModelFamily::Gpt2) last.push_back(&position_);
+  std::vector<Parameter*> last;
+  if (!embedding_.weight.value.empty()) last.push_back(&embedding_.weight);
+  if (config_.family == ModelFamily::Gpt2 && first_stage()) last.push_back(&position_);
   groups.push_back(last);
   std::vector<int64_t> offsets;
   int64_t total = 0;
@@ -355,6 +384,16 @@ int64_t TransformerLM::local_tokens(int64_t N) const {
   return sp_workspace_ ? tokens_per_rank(tp_, N) : N;
 }
 
+void TransformerLM::set_aside_partial_gradients() {
+  float* earlier = partial_grad_earlier_.f32();
+  int64_t offset = 0;
+  for (Parameter* p : partial_grad_parameters_) {
+    std::memcpy(earlier + offset, p->grad.f32(), p->grad.nbytes());
+    p->grad.zero();
+    offset += p->grad.numel();
+  }
+}
+
 void TransformerLM::sum_partial_gradients() {
   // pack, one all-reduce over the group, unpack (sequence parallelism only)
   float* buffer = partial_grad_buffer_.f32();
@@ -364,6 +403,7 @@ void TransformerLM::sum_partial_gradients() {
     offset += p->grad.numel();
   }
   tp_.all_reduce(partial_grad_buffer_.span());  // parameter gradients: exact f32 whatever --tp-comm-dtype says
+  add_inplace(buffer, partial_grad_earlier_.f32(), partial_grad_buffer_.numel());
   offset = 0;
   for (Parameter* p : partial_grad_parameters_) {
     std::memcpy(p->grad.f32(), buffer + offset, p->grad.nbytes());
@@ -442,27 +482,58 @@ void TransformerLM::run_blocks(int64_t B, int64_t T) {
   const int64_t Nl = local_tokens(B * T), NC = Nl * config_.hidden;
   for (size_t l = 0; l < blocks_.size(); ++l)
     blocks_[l]->forward(residuals_.f32() + (l + 1) * NC, residuals_.f32() + l * NC, B, T, Nl);
-  final_norm_.forward(final_out_.f32(), residuals_.f32() + blocks_.size() * NC, Nl);
+  if (last_stage()) final_norm_.forward(final_out_.f32(), residuals_.f32() + blocks_.size() * NC, Nl);
 }
 
 float TransformerLM::forward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T) {
-  TP_CHECK(B <= batch_ && T <= seq_ && B * T <= batch_ * seq_, ShapeError,
-           "batch {} x sequence {} exceeds the {} x {} the model was built for", B, T, batch_, seq_);
-  // residual stream rows of a smaller batch are packed with stride T, so the buffers stay valid
-  {
-    TP_PROFILE_SCOPE("embedding forward");
-    embed(tokens, B, T);
-  }
-  run_blocks(B, T);
-  last_tokens_ = B * T;
-  TP_PROFILE_SCOPE("lm head+loss forward");
-  return lm_head_->forward(losses_.f32(), final_out_.f32(), targets, B * T);
+  return forward_stage(nullptr, tokens, targets, B, T);
 }
 
 void TransformerLM::backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, float loss_scale,
                              const GradsReady& on_grads_ready) {
+  backward_stage(nullptr, tokens, targets, B, T, loss_scale, on_grads_ready);
+}
+
+std::span<const float> TransformerLM::stage_output() const {
+  const int64_t NC = local_tokens(last_tokens_) * config_.hidden;
+  return {residuals_.f32() + int64_t(blocks_.size()) * NC, size_t(NC)};
+}
+
+std::span<const float> TransformerLM::stage_input_grad() const {
+  return {grad_.f32(), size_t(local_tokens(last_tokens_) * config_.hidden)};
+}
+
+void TransformerLM::check_whole_model(const char* what) const {
+  TP_CHECK(first_stage() && last_stage(), ConfigError,
+           "{} runs on a whole model, not on a pipeline stage of layers [{}, {})", what, first_layer_,
+           first_layer_ + int64_t(blocks_.size()));
+}
+
+float TransformerLM::forward_stage(const float* input, const int32_t* tokens, const int32_t* targets, int64_t B,
+                                   int64_t T) {
+  TP_CHECK(B <= batch_ && T <= seq_ && B * T <= batch_ * seq_, ShapeError,
+           "batch {} x sequence {} exceeds the {} x {} the model was built for", B, T, batch_, seq_);
+  // residual stream rows of a smaller batch are packed with stride T, so the buffers stay valid
+  if (first_stage()) {
+    TP_PROFILE_SCOPE("embedding forward");
+    embed(tokens, B, T);
+  } else {
+    TP_CHECK(input != nullptr, ShapeError, "stage of layers [{}, {}) needs its input activations", first_layer_,
+             first_layer_ + int64_t(blocks_.size()));
+    std::memcpy(residuals_.f32(), input, size_t(local_tokens(B * T) * config_.hidden) * sizeof(float));
+  }
+  run_blocks(B, T);
+  last_tokens_ = B * T;
+  if (!last_stage()) return 0;
+  TP_PROFILE_SCOPE("lm head+loss forward");
+  return lm_head_->forward(losses_.f32(), final_out_.f32(), targets, B * T);
+}
+
+void TransformerLM::backward_stage(const float* grad_output, const int32_t* tokens, const int32_t* targets, int64_t B,
+                                   int64_t T, float loss_scale, const GradsReady& on_grads_ready) {
   // with sequence parallelism the norm and position gradients are partial until the very end
   const bool early = on_grads_ready && !sequence_parallel();
+  if (sequence_parallel()) set_aside_partial_gradients();
   TP_CHECK(weight_format_ == WeightFormat::F32, ConfigError,
            "the model's weights are quantized ({}) for inference; training needs f32 weights",
            weight_format_name(weight_format_));
@@ -471,13 +542,19 @@ void TransformerLM::backward(const int32_t* tokens, const int32_t* targets, int6
   const int64_t N = B * T, C = config_.hidden, Nl = local_tokens(N), NC = Nl * C;
   float* grad = grad_.f32();
   float* grad_norm = grad_norm_.f32();
-  {
-    TP_PROFILE_SCOPE("lm head+loss backward");
-    lm_head_->backward(grad_norm, final_out_.f32(), targets, N, loss_scale / float(N));
+  if (last_stage()) {
+    {
+      TP_PROFILE_SCOPE("lm head+loss backward");
+      lm_head_->backward(grad_norm, final_out_.f32(), targets, N, loss_scale / float(N));
+    }
+    grad_.zero();
+    final_norm_.backward(grad, grad_norm, residuals_.f32() + blocks_.size() * NC, Nl);
+    if (early) on_grads_ready(ready_after_final_norm_);
+  } else {
+    TP_CHECK(grad_output != nullptr, ShapeError, "stage of layers [{}, {}) needs the gradient of its output",
+             first_layer_, first_layer_ + int64_t(blocks_.size()));
+    std::memcpy(grad, grad_output, size_t(NC) * sizeof(float));
   }
-  grad_.zero();
-  final_norm_.backward(grad, grad_norm, residuals_.f32() + blocks_.size() * NC, Nl);
-  if (early) on_grads_ready(ready_after_final_norm_);
   for (size_t l = blocks_.size(); l-- > 0;) {
     // the shared buffers still hold the last block's activations from forward
     if (options_.recompute == Recompute::Full && l + 1 < blocks_.size())
@@ -485,11 +562,13 @@ void TransformerLM::backward(const int32_t* tokens, const int32_t* targets, int6
     blocks_[l]->backward(grad, grad_norm, residuals_.f32() + l * NC, B, T, Nl);
     if (early) on_grads_ready(ready_after_block_[l]);
   }
-  TP_PROFILE_SCOPE("embedding backward");
-  embedding_.backward(grad, tokens, N);
-  if (config_.family == ModelFamily::Gpt2) {
-    const int64_t first = Nl == N ? 0 : tp_.rank() * Nl;
-    for (int64_t i = 0; i < Nl; ++i) add_inplace(position_.grad.f32() + (first + i) % T * C, grad + i * C, C);
+  if (first_stage()) {
+    TP_PROFILE_SCOPE("embedding backward");
+    embedding_.backward(grad, tokens, N);
+    if (config_.family == ModelFamily::Gpt2) {
+      const int64_t first = Nl == N ? 0 : tp_.rank() * Nl;
+      for (int64_t i = 0; i < Nl; ++i) add_inplace(position_.grad.f32() + (first + i) % T * C, grad + i * C, C);
+    }
   }
   if (sequence_parallel()) sum_partial_gradients();
   if (on_grads_ready) on_grads_ready(int64_t(grad_arena_.numel()));
@@ -507,6 +586,7 @@ int64_t TransformerLM::activation_bytes() const {
   int64_t blocks = int64_t(blocks_.size()) * (residuals_.dim(1) * residuals_.dim(2)) * int64_t(sizeof(float));
   for (const auto& block : blocks_) blocks += block->activation_bytes();
   const int64_t final_input = residuals_.dim(1) * residuals_.dim(2) * int64_t(sizeof(float));
+  if (!lm_head_) return blocks;  // a pipeline stage before the last
   return blocks + final_input + int64_t(final_out_.nbytes()) + final_norm_.activation_bytes() +
          lm_head_->activation_bytes();
 }
@@ -514,6 +594,7 @@ int64_t TransformerLM::activation_bytes() const {
 void TransformerLM::last_logits(float* out, const int32_t* tokens, int64_t B, int64_t T) {
   TP_CHECK(B <= batch_ && T <= seq_, ShapeError, "batch {} x sequence {} exceeds the {} x {} the model was built for",
            B, T, batch_, seq_);
+  check_whole_model("last_logits");
   embed(tokens, B, T);
   run_blocks(B, T);
   gather_last_logits(out, B, T);
@@ -570,21 +651,34 @@ void TransformerLM::run_cached(float* out, const int32_t* tokens, int64_t B, int
     TP_CHECK(past >= 0 && past + n_new <= config_.max_seq, ShapeError,
              "positions up to {} exceed the model's maximum of {}", past + n_new, config_.max_seq);
   }
+  if (!pp_) check_whole_model("KV-cache inference without set_pipeline");
   TP_CHECK(cache.size() == blocks_.size(), ShapeError, "the KV cache has {} layers but the model {}", cache.size(),
            blocks_.size());
   TP_CHECK(!sequence_parallel(), ConfigError,
            "KV-cache inference runs without sequence parallelism; build the model without it");
   const int64_t C = config_.hidden, NC = B * n_new * C;
+  constexpr int kHiddenTag = 2;  // apart from training's activation and gradient messages
   float* x0 = residuals_.f32();
-  embedding_.forward(x0, tokens, B * n_new);
-  if (config_.family == ModelFamily::Gpt2)
-    for (int64_t b = 0; b < B; ++b)
-      add_inplace(x0 + b * n_new * C, position_.value.f32() + (rows ? rows->past[b] : past_len) * C, n_new * C);
+  if (first_stage()) {
+    embedding_.forward(x0, tokens, B * n_new);
+    if (config_.family == ModelFamily::Gpt2)
+      for (int64_t b = 0; b < B; ++b)
+        add_inplace(x0 + b * n_new * C, position_.value.f32() + (rows ? rows->past[b] : past_len) * C, n_new * C);
+  } else {
+    pp_->recv(std::span<float>(x0, size_t(NC)), pp_->rank() - 1, kHiddenTag).wait();
+  }
   for (size_t l = 0; l < blocks_.size(); ++l)
     blocks_[l]->forward_cached(residuals_.f32() + (l + 1) * NC, residuals_.f32() + l * NC, B, n_new, past_len, rows,
                                cache[l]);
-  final_norm_.forward(final_out_.f32(), residuals_.f32() + blocks_.size() * NC, B * n_new);
-  gather_last_logits(out, B, n_new);
+  if (!last_stage()) {
+    pp_->send(std::span<const float>(residuals_.f32() + blocks_.size() * NC, size_t(NC)), pp_->rank() + 1, kHiddenTag)
+        .wait();
+  } else {
+    final_norm_.forward(final_out_.f32(), residuals_.f32() + blocks_.size() * NC, B * n_new);
+    gather_last_logits(out, B, n_new);
+  }
+  // every stage samples the same token from the same logits
+  if (pp_ && pp_->size() > 1) pp_->broadcast(std::span<float>(out, size_t(B * config_.vocab_size)), pp_->size() - 1);
 }
 
 }  // namespace tensorpar

@@ -58,11 +58,22 @@ struct TransformerOptions {
   WeightFormat weights = WeightFormat::F32;
 };
 
+// A pipeline stage's share of the model (train/pipeline.hpp): layers [first, first + count) of
+// config.layers (count -1: all of them, the whole model). The stage starting at layer 0 holds the
+// embeddings; the one ending at the last layer the final norm and the LM head; with tied embeddings
+// that one holds the embedding table too, kept equal to the first stage's by the trainer (Megatron's
+// embedding group). A stage has only its own parameters, gradients and activations; its parameters
+// keep their global names and initial values (initialisation is keyed by name), so a stage's weights
+// are exactly the whole model's.
+struct LayerRange {
+  int64_t first = 0, count = -1;
+};
+
 class TransformerLM {
  public:
   // Collective: every rank of `tp` constructs the model with the same arguments.
   TransformerLM(ProcessGroup& tp, const ModelConfig& config, int64_t batch, int64_t seq, uint64_t seed,
-                const TransformerOptions& options = {});
+                const TransformerOptions& options = {}, LayerRange layers = {});
   ~TransformerLM();
   // What the constructor checks first, before any allocation: ConfigError if the configuration is
   // invalid for tp ranks, batch x seq (x hidden, x vocab) overflows, or the parameters, activations
@@ -87,6 +98,30 @@ class TransformerLM {
   using GradsReady = std::function<void(int64_t)>;
   void backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, float loss_scale = 1.0f,
                 const GradsReady& on_grads_ready = {});
+  // Pipeline stages: the same passes over this stage's layers only. forward_stage takes `input`
+  // (stage_tokens(B, T), hidden), the residual stream entering the stage's first layer (ignored on
+  // the first stage, which embeds `tokens`), and returns the mean loss on the last stage (0 elsewhere,
+  // where stage_output() then holds the residual stream leaving its last layer). backward_stage takes
+  // the gradient wrt stage_output() (ignored on the last stage, which starts from the loss) and leaves
+  // the gradient wrt the stage's input in stage_input_grad(). On a whole model they are forward and
+  // backward.
+  float forward_stage(const float* input, const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T);
+  void backward_stage(const float* grad_output, const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T,
+                      float loss_scale = 1.0f, const GradsReady& on_grads_ready = {});
+  std::span<const float> stage_output() const;      // (stage_tokens, hidden)
+  std::span<const float> stage_input_grad() const;  // (stage_tokens, hidden)
+  // Rows of the residual stream this rank holds for B x T tokens: B*T, or its 1/t with sequence parallelism.
+  int64_t stage_tokens(int64_t B, int64_t T) const { return local_tokens(B * T); }
+  // Inference on a pipeline: forward_cached on a stage receives the hidden state from the previous
+  // stage of `pp` (the first embeds), passes its own on (the last computes the logits), and every
+  // stage ends with the last stage's logits (one broadcast over pp). Each stage's KV cache holds its
+  // own layers (KvCache sizes by stage_layers()). Collective over pp and tp from then on.
+  void set_pipeline(ProcessGroup* pp) { pp_ = pp; }
+  bool first_stage() const { return first_layer_ == 0; }
+  bool last_stage() const { return first_layer_ + int64_t(blocks_.size()) == config_.layers; }
+  int64_t first_layer() const { return first_layer_; }
+  int64_t stage_layers() const { return int64_t(blocks_.size()); }
+
   // Logits over the real vocabulary at the last position of each row: out (B, vocab_size), whole on every rank.
   void last_logits(float* out, const int32_t* tokens, int64_t B, int64_t T);
   // Inference: tokens (B, n_new) at positions past_len .. past_len+n_new-1 of each row, whose earlier
@@ -156,6 +191,9 @@ class TransformerLM {
   ModelConfig config_;
   TransformerOptions options_;
   int64_t batch_ = 0, seq_ = 0, last_tokens_ = 0;
+  int64_t first_layer_ = 0;  // of this pipeline stage (0 for a whole model)
+  ProcessGroup* pp_ = nullptr;  // the stages, for inference on a pipeline (set_pipeline)
+  void check_whole_model(const char* what) const;
   // declared before the layers that use it: they are built with a pointer to it
   std::unique_ptr<SequenceParallelWorkspace> sp_workspace_;
   VocabParallelEmbedding embedding_;
@@ -182,9 +220,14 @@ class TransformerLM {
   // sequence parallelism
   bool sequence_parallel() const { return sp_workspace_ != nullptr; }
   int64_t local_tokens(int64_t N) const;  // tokens of N this rank holds outside the TP regions
-  void sum_partial_gradients();           // norms and positions saw only this rank's tokens
+  // Norms and positions saw only this rank's tokens: their gradients from this backward are summed
+  // over the group. What earlier backwards accumulated (gradient accumulation, pipeline micro-batches)
+  // is set aside first and added back after, so it is not summed again.
+  void set_aside_partial_gradients();
+  void sum_partial_gradients();
   std::vector<Parameter*> partial_grad_parameters_;
   Tensor partial_grad_buffer_;  // all of their gradients packed, for one all-reduce
+  Tensor partial_grad_earlier_;  // what earlier backwards accumulated in them
 };
 
 }  // namespace tensorpar

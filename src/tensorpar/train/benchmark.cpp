@@ -13,6 +13,7 @@
 #include "tensorpar/model/transformer.hpp"
 #include "tensorpar/train/adamw.hpp"
 #include "tensorpar/train/grad_norm.hpp"
+#include "tensorpar/train/pipeline.hpp"
 
 namespace tensorpar {
 
@@ -45,8 +46,13 @@ BenchResult run_benchmark(ProcessGroup& world, const BenchOptions& o) {
   TP_CHECK(o.steps >= 1 && o.warmup_steps >= 0, ConfigError, "--steps must be >= 1 and --warmup >= 0");
   TP_CHECK(o.batch >= 0, ConfigError, "--batch must be positive (got {}; 0 or absent: the preset's)", o.batch);
   TP_CHECK(o.tp >= 0, ConfigError, "--tp must be positive (got {})", o.tp);
-  Mesh mesh(world, o.tp > 0 ? o.tp : world.size());
+  TP_CHECK(o.pp >= 1 && o.micro_batches >= 1, ConfigError, "--pp ({}) and --micro-batches ({}) must be at least 1",
+           o.pp, o.micro_batches);
+  Mesh mesh(world, o.tp > 0 ? o.tp : world.size() / o.pp, o.pp);
   ProcessGroup &tp = mesh.tp(), &dp = mesh.dp();
+  const std::vector<int> first_layer = split_layers(int(preset.model.layers), o.pp);
+  const int stage = mesh.pp().rank();
+  const LayerRange layers{first_layer[size_t(stage)], first_layer[size_t(stage) + 1] - first_layer[size_t(stage)]};
   tp.set_async_mode(o.async_mode);
 
   // the peak of one core of this machine, measured while every rank measures at once
@@ -56,8 +62,11 @@ BenchResult run_benchmark(ProcessGroup& world, const BenchOptions& o) {
   world.all_reduce(std::span<double>(&peak_sum, 1));
 
   const int64_t B = preset.batch, T = preset.seq;
-  TransformerLM model(tp, preset.model, B, T, o.seed, o.compute);
+  TransformerLM model(tp, preset.model, B, T, o.seed, o.compute, layers);
   AdamW optimizer(model.parameters(), {});
+  std::unique_ptr<PipelineStage> pipeline;
+  if (o.pp > 1) pipeline = std::make_unique<PipelineStage>(mesh.pp(), model, o.pp_schedule, int(o.micro_batches));
+  double pp_wait = 0, pp_busy = 0;
   // synthetic tokens, the same on every TP rank, different per data-parallel rank
   std::vector<int32_t> x(size_t(B * T)), y(x.size());
   const PhiloxKey key = philox_key(o.seed + uint64_t(dp.rank()), "bench tokens");
@@ -67,19 +76,39 @@ BenchResult run_benchmark(ProcessGroup& world, const BenchOptions& o) {
   }
   auto step = [&] {
     model.zero_grad();
-    const float loss = model.forward(x.data(), y.data(), B, T);
-    model.backward(x.data(), y.data(), B, T);
+    float loss = 0;
+    if (pipeline) {  // the same synthetic micro-batch m times
+      const auto same = [&](int32_t* a, int32_t* b) {
+        std::copy(x.begin(), x.end(), a);
+        std::copy(y.begin(), y.end(), b);
+      };
+      loss = float(pipeline->step(same));
+      pp_wait += pipeline->wait_seconds();
+      pp_busy += pipeline->step_seconds();
+    } else {
+      for (int64_t k = 0; k < o.micro_batches; ++k) {
+        loss = model.forward(x.data(), y.data(), B, T);
+        model.backward(x.data(), y.data(), B, T, 1.0f / float(o.micro_batches));
+      }
+    }
     if (dp.size() > 1)
       for (Parameter* p : model.parameters()) dp.all_reduce(p->grad.span());
     TP_PROFILE_SCOPE("grad norm+AdamW");
-    clip_grad_norm(tp, model.parameters(), 1.0);
+    if (pipeline) {
+      pipeline->sum_tied_embedding_grad(mesh.embedding());
+      clip_grad_norm(tp, mesh.pp(), model.parameters(), pipeline->counted_elsewhere(), 1.0);
+    } else {
+      clip_grad_norm(tp, model.parameters(), 1.0);
+    }
     optimizer.step(1e-4f);
     return loss;
   };
   for (int64_t i = 0; i < o.warmup_steps; ++i) step();
+  pp_wait = pp_busy = 0;
   world.barrier();
   tp.reset_stats();
   dp.reset_stats();
+  mesh.pp().reset_stats();
   set_profiling(o.profile);
   reset_profile();
   const auto t0 = std::chrono::steady_clock::now();
@@ -92,11 +121,18 @@ BenchResult run_benchmark(ProcessGroup& world, const BenchOptions& o) {
   BenchResult r;
   r.tp = tp.size();
   r.dp = dp.size();
+  r.pp = mesh.pp_size();
+  if (pipeline) {
+    double bubble = pp_busy > 0 ? pp_wait / pp_busy : 0;
+    world.all_reduce(std::span<double>(&bubble, 1));
+    r.pp_bubble = bubble / world.size();
+    r.pp_bubble_ideal = ideal_bubble_fraction(r.pp, int(o.micro_batches));
+  }
   r.threads_per_rank = num_threads();
   r.parameters = preset.model.parameter_count();
   r.loss = loss;
   r.step_seconds = seconds / double(o.steps);
-  r.tokens_per_s = double(B * T * dp.size()) / r.step_seconds;
+  r.tokens_per_s = double(B * T * o.micro_batches * dp.size()) / r.step_seconds;
   const ModelConfig& c = preset.model;
   r.model_gflops_per_token = (6.0 * double(r.parameters) + 12.0 * double(c.layers * T * c.hidden)) * 1e-9;
   r.achieved_gflops = r.tokens_per_s * r.model_gflops_per_token;
@@ -110,7 +146,8 @@ BenchResult run_benchmark(ProcessGroup& world, const BenchOptions& o) {
   r.peak_gflops = peak_sum * r.threads_per_rank;
   r.mfu = r.achieved_gflops / r.peak_gflops;
   if (r.peak_bf16_gflops > 0) r.mfu_bf16 = r.achieved_gflops / r.peak_bf16_gflops;
-  double comm[2] = {(tp.stats().seconds + dp.stats().seconds) / seconds, 0};
+  // pipeline stages waiting for each other count as communication too
+  double comm[2] = {(tp.stats().seconds + dp.stats().seconds + mesh.pp().stats().seconds) / seconds, 0};
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
   comm[1] = double(usage.ru_maxrss) / 1024.0;  // kB -> MB

@@ -8,12 +8,17 @@
 #include "tensorpar/comm/process_group.hpp"
 #include "tensorpar/model/config.hpp"
 #include "tensorpar/model/transformer.hpp"
+#include "tensorpar/train/pipeline_schedule.hpp"
 
 namespace tensorpar {
 
 struct BenchOptions {
   std::string preset = "gpt-bench";
-  int tp = 0;  // 0: all ranks
+  int tp = 0;  // 0: all ranks (over --pp)
+  // Pipeline stages (train/pipeline.hpp) and micro-batches per step (each `batch` sequences).
+  int pp = 1;
+  int64_t micro_batches = 1;
+  PipelineSchedule pp_schedule = PipelineSchedule::OneFOneB;
   int64_t warmup_steps = 2, steps = 5;
   int64_t batch = 0;  // 0: the preset's
   uint64_t seed = 1;
@@ -31,7 +36,10 @@ struct BenchPreset {
 BenchPreset bench_preset(const std::string& name);
 
 struct BenchResult {
-  int tp = 1, dp = 1, threads_per_rank = 1;
+  int tp = 1, dp = 1, pp = 1, threads_per_rank = 1;
+  // pipeline: share of step time the stages waited for each other (mean over ranks), and the ideal
+  // (P - 1) / (m + P - 1) of equal stages
+  double pp_bubble = 0, pp_bubble_ideal = 0;
   int64_t parameters = 0;
   double tokens_per_s = 0;
   double step_seconds = 0;

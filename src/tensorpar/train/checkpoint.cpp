@@ -81,7 +81,7 @@ std::vector<io::ParameterTensors> adamw_moments(AdamW& optimizer) {
 
 std::string save_checkpoint(ProcessGroup& world, ProcessGroup& tp, ProcessGroup& dp, TransformerLM& model,
                             const std::vector<io::ParameterTensors>& moments, const CheckpointState& state,
-                            const std::string& out, int keep) {
+                            const std::string& out, int keep, ProcessGroup* model_parallel) {
   const std::string name = checkpoint_dir_name(state.step);
   const fs::path final_dir = fs::path(out) / name, tmp = fs::path(out) / (".tmp." + name);
   std::string error;
@@ -98,9 +98,11 @@ std::string save_checkpoint(ProcessGroup& world, ProcessGroup& tp, ProcessGroup&
     world.agree<IoError>(error);
     started = true;
     if (dp.rank() == 0) {  // one replica of the model writes; its TP ranks each write their slices
-      io::write_hf_files(tp, model, tmp.string());
-      io::save_parameter_tensors(tp, model.config(), model.parameters(), moments,
-                                 (tmp / kOptimizerFile).string());
+      io::write_hf_files(tp, model, tmp.string(), model_parallel);
+      // pipeline stages: each writes its own parameters' moments (a tied embedding's two copies have
+      // bit-identical moments, so the last stage writing them again changes no byte)
+      io::save_parameter_tensors(tp, model.config(), model.parameters(), moments, (tmp / kOptimizerFile).string(),
+                                 {}, model_parallel);
     }
   } catch (const Error& e) {
     error = e.what();

@@ -48,10 +48,12 @@ std::vector<io::ParameterTensors> adamw_moments(AdamW& optimizer);
 // `moments` (read on DP rank 0 only) as adamw_moments gives them;
 // then, with keep > 0, removes the oldest complete checkpoints beyond `keep`. Returns the directory.
 // On any failure (disk full, unwritable OUT) every rank throws the same IoError, the temporary
-// directory is removed and earlier checkpoints are untouched.
+// directory is removed and earlier checkpoints are untouched. Pipeline parallelism: `model` is this
+// rank's stage, dp its stage's replicas and model_parallel every stage of one replica (Mesh): each
+// stage writes its own tensors into the same files, which load at any (T, P, D).
 std::string save_checkpoint(ProcessGroup& world, ProcessGroup& tp, ProcessGroup& dp, TransformerLM& model,
                             const std::vector<io::ParameterTensors>& moments, const CheckpointState& state,
-                            const std::string& out, int keep);
+                            const std::string& out, int keep, ProcessGroup* model_parallel = nullptr);
 
 // DIR/trainer_state.json; verify: also the size and CRC32C of every file it lists. IoError naming the file.
 CheckpointState read_checkpoint_state(const std::string& dir, bool verify);

@@ -17,4 +17,10 @@ double global_grad_norm(ProcessGroup& tp, const std::vector<Parameter*>& paramet
 // that is below 1. Returns the norm before clipping. max_norm <= 0 only measures.
 double clip_grad_norm(ProcessGroup& tp, const std::vector<Parameter*>& parameters, double max_norm);
 
+// Pipeline parallelism: the norm over every stage of `pp` (one more all-reduce of one double), each
+// stage passing its own parameters. `counted_elsewhere` (may be null) is scaled but not counted: the
+// last stage's copy of a tied embedding, whose gradient equals the first stage's after their sum.
+double clip_grad_norm(ProcessGroup& tp, ProcessGroup& pp, const std::vector<Parameter*>& parameters,
+                      const Parameter* counted_elsewhere, double max_norm);
+
 }  // namespace tensorpar

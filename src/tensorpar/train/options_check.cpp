@@ -38,6 +38,11 @@ void check_train_options(const TrainOptions& o) {
            o.model.vocab_size);
   TP_CHECK(o.zero == 0 || o.zero == 1, ConfigError,
            "--zero {} is not supported; use 0 (off) or 1 (ZeRO-1: AdamW state sharded over data parallelism)", o.zero);
+  // ZeRO-1 reduce-scatters the gradients during backward, before a pipeline sums the tied embedding's
+  // gradient between its first and last stage: the two do not compose yet
+  TP_CHECK(o.zero == 0 || o.pp <= 1, ConfigError,
+           "--zero 1 with --pp {} is not supported yet; use ZeRO-1 without pipeline stages, or --pp without --zero",
+           o.pp);
   TP_CHECK(o.tp >= 0, ConfigError, "--tp must be positive (got {})", o.tp);
   TP_CHECK(o.val_every >= 0, ConfigError, "--val-every must be 0 (only at the end) or positive (got {})", o.val_every);
   TP_CHECK(o.schedule.warmup_steps >= 0, ConfigError, "--warmup must not be negative (got {})",

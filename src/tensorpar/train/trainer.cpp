@@ -21,6 +21,7 @@
 #include "tensorpar/train/grad_buckets.hpp"
 #include "tensorpar/train/grad_norm.hpp"
 #include "tensorpar/train/options_check.hpp"
+#include "tensorpar/train/pipeline.hpp"
 #include "tensorpar/train/zero_optimizer.hpp"
 
 namespace tensorpar {
@@ -47,13 +48,13 @@ io::TokenDataset load_data(ProcessGroup& world, const std::string& path) {
   return data;
 }
 
-float mean_validation_loss(TransformerLM& model, DataLoader& loader, int64_t batches, int64_t B, int64_t T,
-                           std::vector<int32_t>& x, std::vector<int32_t>& y, ProcessGroup& dp) {
+float mean_validation_loss(TransformerLM& model, PipelineStage* pipeline, DataLoader& loader, int64_t batches,
+                           int64_t B, int64_t T, std::vector<int32_t>& x, std::vector<int32_t>& y, ProcessGroup& dp) {
   loader.reset();
   double sum = 0;
   for (int64_t i = 0; i < batches; ++i) {
     loader.next(x.data(), y.data());
-    sum += model.forward(x.data(), y.data(), B, T);
+    sum += pipeline ? pipeline->forward_loss(x.data(), y.data()) : model.forward(x.data(), y.data(), B, T);
   }
   dp.all_reduce(std::span<double>(&sum, 1));
   return float(sum / double(batches * dp.size()));
@@ -104,6 +105,21 @@ void check_resume_config(const ModelConfig& c, const TrainOptions& o, const std:
   }
 }
 
+// This rank's pipeline stage: the layers split contiguously (train/pipeline_schedule.hpp), printed on rank 0.
+LayerRange pipeline_stage_layers(ProcessGroup& world, Mesh& mesh, const ModelConfig& config, bool print) {
+  if (mesh.pp_size() == 1) return {};
+  const std::vector<int> first = split_layers(int(config.layers), mesh.pp_size());
+  if (print && world.rank() == 0) {
+    std::string split;
+    for (int s = 0; s < mesh.pp_size(); ++s)
+      split += fmt::format("{}stage {}: layers {}-{}{}{}", s ? ", " : "", s, first[size_t(s)], first[size_t(s) + 1] - 1,
+                           s == 0 ? " + embedding" : "", s + 1 == mesh.pp_size() ? " + final norm, LM head" : "");
+    std::fprintf(stderr, "pipeline: %d stages (%s)\n", mesh.pp_size(), split.c_str());
+  }
+  const int s = mesh.pp().rank();
+  return {first[size_t(s)], first[size_t(s) + 1] - first[size_t(s)]};
+}
+
 }  // namespace
 
 nlohmann::json train_options_json(const TrainOptions& o, int tp_size, int dp_size) {
@@ -151,8 +167,8 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
            "--resume auto looks for checkpoints under --out; give --out DIR");
   TP_CHECK(o.resume.empty() || o.init.empty(), ConfigError,
            "--resume and --init both give the starting weights; use one of them");
-  const int tp_size = o.tp > 0 ? o.tp : world.size();
-  Mesh mesh(world, tp_size);
+  const int tp_size = o.tp > 0 ? o.tp : world.size() / std::max(1, o.pp);
+  Mesh mesh(world, tp_size, o.pp);
   ProcessGroup& tp = mesh.tp();
   ProcessGroup& dp = mesh.dp();
   const bool writer = world.rank() == 0;
@@ -192,7 +208,10 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
   }
   config.validate(tp.size());
   TP_CHECK(o.seq <= config.max_seq, ConfigError, "--seq {} exceeds the model's {} positions", o.seq, config.max_seq);
-  TransformerLM::check_size(config, tp.size(), o.batch, o.seq, o.compute);  // before any buffer is allocated
+  const LayerRange stage_layers = pipeline_stage_layers(world, mesh, config, o.progress);
+  ModelConfig stage_config = config;  // what this rank holds: a pipeline stage's layers only
+  if (stage_layers.count > 0) stage_config.layers = stage_layers.count;
+  TransformerLM::check_size(stage_config, tp.size(), o.batch, o.seq, o.compute);  // before any buffer is allocated
 
   // the tail of the data set is held out for validation when there is enough of it
   const int64_t n = data.size();
@@ -206,7 +225,9 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
     val_loader = std::make_unique<DataLoader>(data, train_end, n, o.batch, o.seq, dp.rank(), dp.size(),
                                               config.vocab_size, o.data + " (validation split)");
 
-  TransformerLM model(tp, config, o.batch, o.seq, o.seed, o.compute);
+  TransformerLM model(tp, config, o.batch, o.seq, o.seed, o.compute, stage_layers);
+  std::unique_ptr<PipelineStage> pipeline;
+  if (mesh.pp_size() > 1) pipeline = std::make_unique<PipelineStage>(mesh.pp(), model, o.pp_schedule, int(o.grad_accum));
   if (!o.init.empty()) io::load_hf_checkpoint(tp, model, o.init);
   // ZeRO-1 (--zero 1 with DP > 1) or AdamW replicated on every DP rank
   if (dp.size() > 1) dp.set_async_mode(o.dp_async);
@@ -288,7 +309,7 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
     ArenaMoments gathered;  // ZeRO-1: the shards gathered whole, saved as the replicated optimizer's
     if (zero) gathered = zero->gather_moments();
     result.last_checkpoint = save_checkpoint(world, tp, dp, model, zero ? gathered.tensors(model) : adamw_moments(*adamw),
-                                             state, o.out, o.keep);
+                                             state, o.out, o.keep, pipeline ? &mesh.model_parallel() : nullptr);
     if (metrics)
       metrics->write({{"step", steps_done},
                       {"checkpoint", result.last_checkpoint},
@@ -310,11 +331,20 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
   }
 
   int64_t nan_in_row = 0;
+  double pp_wait = 0, pp_busy = 0;  // pipeline bubble: seconds waiting / seconds in pipeline steps
   for (int64_t step = first_step; step < o.steps; ++step) {
     const auto t0 = Clock::now();
     model.zero_grad();
     double loss = 0;
-    for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
+    if (pipeline) {
+      loss = pipeline->step([&loader](int32_t* a, int32_t* b) { loader.next(a, b); }, on_grads_ready);
+      result.pp_max_in_flight = pipeline->measured_max_in_flight();
+      if (step > first_step || o.steps - first_step == 1) {  // the first step warms up, as for tokens/s
+        pp_wait += pipeline->wait_seconds();
+        pp_busy += pipeline->step_seconds();
+      }
+    }
+    for (int64_t micro = 0; micro < (pipeline ? 0 : o.grad_accum); ++micro) {
       loader.next(x.data(), y.data());
       loss += model.forward(x.data(), y.data(), o.batch, o.seq) / double(o.grad_accum);
       // gradients are final only in the last micro-batch's backward: its buckets start as they fill
@@ -340,7 +370,11 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
       const std::span<float> g = zero ? zero->first_local_gradient() : model.parameters().front()->grad.span();
       if (!g.empty()) g[0] = std::numeric_limits<float>::quiet_NaN();
     }
-    const double norm = zero ? zero->clip_grad_norm(o.grad_clip) : clip_grad_norm(tp, model.parameters(), o.grad_clip);
+    if (pipeline) pipeline->sum_tied_embedding_grad(mesh.embedding());
+    const double norm = zero       ? zero->clip_grad_norm(o.grad_clip)
+                        : pipeline ? clip_grad_norm(tp, mesh.pp(), model.parameters(), pipeline->counted_elsewhere(),
+                                                    o.grad_clip)
+                                   : clip_grad_norm(tp, model.parameters(), o.grad_clip);
     const float lr = schedule.at(step);
     // The loss is the same on every rank (all-reduced over DP, and over TP inside the loss) and so
     // is the norm (all-reduced over TP of DP-averaged gradients): every rank takes the same branch.
@@ -382,7 +416,7 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
 
     const bool last = step + 1 == o.steps;
     if (val_loader && ((o.val_every > 0 && (step + 1) % o.val_every == 0) || last)) {
-      result.val_loss = mean_validation_loss(model, *val_loader, o.val_batches, o.batch, o.seq, x, y, dp);
+      result.val_loss = mean_validation_loss(model, pipeline.get(), *val_loader, o.val_batches, o.batch, o.seq, x, y, dp);
       if (metrics) metrics->write({{"step", step + 1}, {"val_loss", result.val_loss}});
     }
     if (writer && o.progress && (terminal || last || (step + 1) % log_every == 0)) {
@@ -421,10 +455,17 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
     }
   }
 
+  if (pipeline) {
+    double bubble = pp_busy > 0 ? pp_wait / pp_busy : 0;
+    world.all_reduce(std::span<double>(&bubble, 1));
+    result.pp_bubble = bubble / world.size();
+    result.pp_bubble_ideal = ideal_bubble_fraction(mesh.pp_size(), int(o.grad_accum));
+  }
   if (!o.out.empty()) {  // one replica saves; every rank learns the outcome
     std::string error;
     try {
-      if (dp.rank() == 0) io::save_hf_checkpoint(tp, model, o.out);
+      if (dp.rank() == 0 && !pipeline) io::save_hf_checkpoint(tp, model, o.out);
+      if (dp.rank() == 0 && pipeline) io::save_hf_checkpoint(tp, model, o.out, &mesh.model_parallel());
     } catch (const Error& e) {
       error = e.what();
     }

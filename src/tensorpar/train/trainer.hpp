@@ -15,6 +15,7 @@
 #include "tensorpar/model/transformer.hpp"
 #include "tensorpar/train/adamw.hpp"
 #include "tensorpar/train/lr_schedule.hpp"
+#include "tensorpar/train/pipeline_schedule.hpp"
 
 namespace tensorpar {
 
@@ -37,6 +38,10 @@ struct TrainOptions {
   std::string metrics;        // JSON lines file ("" = none)
   ModelConfig model;          // ignored (taken from init) when init is set; vocab from the data if 0
   int tp = 0;                 // tensor-parallel degree (0 = all ranks)
+  // Pipeline stages (train/pipeline.hpp): the world is tp x pp x dp ranks; grad_accum is the number
+  // of micro-batches each step pushes through the pipeline.
+  int pp = 1;
+  PipelineSchedule pp_schedule = PipelineSchedule::OneFOneB;
   int64_t batch = 4, seq = 64, steps = 100, grad_accum = 1;
   LrSchedule schedule;        // lr, warmup, kind; total_steps set from steps
   AdamWConfig adamw;
@@ -75,6 +80,10 @@ struct TrainResult {
   int64_t parameters = 0;
   int64_t dp_buckets = 0;       // gradient buckets per step (0: per-parameter all-reduce, or DP=1)
   int64_t optimizer_bytes = 0;  // AdamW state on this rank (ZeRO-1: about 1/DP of it)
+  int pp_max_in_flight = 0;     // pipeline: micro-batches this rank's stage held at once in the last step
+  // pipeline: share of the step time the stages spent waiting for each other (mean over ranks, steps
+  // but the first), and (P - 1) / (m + P - 1), the ideal of equal stages
+  double pp_bubble = 0, pp_bubble_ideal = 0;
   int64_t skipped_steps = 0;    // non-finite steps whose update was dropped (--on-nan skip)
   int stop_signal = 0;          // the signal that stopped training early (0: ran to the end)
   std::string resumed_from;     // checkpoint directory ("" for a fresh start)
