@@ -45,7 +45,10 @@ if gpt2_small:
         ("tensorpar f32 gpt2-small TP=1 x 2 threads", "tp", 1, 2, "gpt2-small", [], ("mfu", 0.85)),
         ("tensorpar bf16 gpt2-small TP=1 x 2 threads", "tp", 1, 2, "gpt2-small", ["--precision", "bf16"], ("mfu_bf16", 0.75)),
     ]
-if use_torch and os.path.exists(torch_script):
+have_torch = subprocess.run(["/usr/bin/python3", "-c", "import torch"], capture_output=True).returncode == 0
+if use_torch and not (have_torch and os.path.exists(torch_script)):
+    print(f"PyTorch baselines skipped: /usr/bin/python3 cannot import torch or {torch_script} is missing", flush=True)
+if use_torch and have_torch and os.path.exists(torch_script):
     configs += [
         ("PyTorch f32 gpt-bench TP=2 (gloo)", "torch", 2, 1, False, [], None),
         ("PyTorch bf16 autocast gpt-bench TP=2 (gloo)", "torch", 2, 1, True, [], None),

@@ -1,5 +1,7 @@
 #include "tensorpar/kernels/activations_bf16.hpp"
 
+#include <omp.h>
+
 #include <algorithm>
 
 #include "tensorpar/core/error.hpp"
@@ -48,27 +50,30 @@ void swiglu_forward_bf16(bf16* out, const float* gate, const float* up, int64_t 
 
 void gelu_backward_bf16(bf16* dinp, float* dbias, const float* dout, const float* inp, int64_t N, int64_t C) {
   TP_CHECK(N >= 0 && C >= 0, ShapeError, "gelu_backward_bf16: sizes must be non-negative, got N={} C={}", N, C);
-  // Threads own column blocks, each summing its columns of dbias over the rows in order: the same
-  // additions in the same order as bias_backward, whatever the thread count.
-  constexpr int64_t kBlock = 256;
-  const int64_t blocks = (C + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) if (N * C >= kParallelMin && blocks > 1)
+  // Threads own contiguous column blocks (one per thread; one thread sweeps whole rows, as the
+  // prefetchers like), each summing its columns of dbias over the rows in order: the same additions
+  // in the same order as bias_backward, whatever the thread count.
+  const bool parallel = N * C >= kParallelMin && omp_get_max_threads() > 1;
+  const int64_t threads = parallel ? omp_get_max_threads() : 1;
+  const int64_t width = (C / threads + 15) / 16 * 16, blocks = width > 0 ? (C + width - 1) / width : 0;
+#pragma omp parallel for schedule(static) if (parallel)
   for (int64_t b = 0; b < blocks; ++b) {
-    alignas(64) float tile[kBlock];
-    const int64_t c0 = b * kBlock, len = std::min(kBlock, C - c0);
-    for (int64_t r = 0; r < N; ++r) {
-      const int64_t off = r * C + c0;
-      const float* d = dout + off;
-      const float* x = inp + off;
+    alignas(64) float tile[kTile];
+    const int64_t block_end = std::min(C, (b + 1) * width);
+    for (int64_t r = 0; r < N; ++r)
+      for (int64_t c0 = b * width; c0 < block_end; c0 += kTile) {
+        const int64_t len = std::min(kTile, block_end - c0), off = r * C + c0;
+        const float* d = dout + off;
+        const float* x = inp + off;
 #pragma omp simd
-      for (int64_t c = 0; c < len; ++c) tile[c] = d[c] * detail::gelu_grad(x[c]);
-      convert_f32_to_bf16(dinp + off, tile, len);
-      if (dbias) {
-        float* db = dbias + c0;
+        for (int64_t c = 0; c < len; ++c) tile[c] = d[c] * detail::gelu_grad(x[c]);
+        convert_f32_to_bf16(dinp + off, tile, len);
+        if (dbias) {
+          float* db = dbias + c0;
 #pragma omp simd
-        for (int64_t c = 0; c < len; ++c) db[c] += tile[c];
+          for (int64_t c = 0; c < len; ++c) db[c] += tile[c];
+        }
       }
-    }
   }
 }
 
