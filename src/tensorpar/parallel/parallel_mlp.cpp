@@ -94,7 +94,7 @@ void ParallelMLP::recompute(const float* inp, int64_t N) {
 void ParallelMLP::forward(float* out, const float* inp, int64_t N) {
   const int64_t f = ffn_per_partition_;
   fc.forward(pre_.f32(), inp, N);  // no communication
-  if (options_.precision == Precision::BF16) {
+  if (options_.precision == Precision::BF16 && proj.quantized_weight().empty()) {
     // the activation writes the bf16 operand of proj's GEMM directly (kept for proj's dW too); the f32
     // act_ is not needed in bf16 mode
     {
