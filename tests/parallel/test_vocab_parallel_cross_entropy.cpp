@@ -13,7 +13,9 @@
 
 #include "slices.hpp"
 #include "tensorpar/kernels/cross_entropy.hpp"
+#include "tensorpar/kernels/gemm_bf16.hpp"
 #include "tensorpar/parallel/vocab_parallel_cross_entropy.hpp"
+#include "tensorpar/parallel/vocab_parallel_cross_entropy_bf16.hpp"
 #include "tensorpar/parallel/vocab_parallel_embedding.hpp"
 #include "test_util.hpp"
 
@@ -181,6 +183,40 @@ TEST(VocabParallelCrossEntropy, VectorisedThreadedMatchesScalarReferenceWithinBo
     const double ref = dlogits_ref[i];
     const double bound = (2.0 * V + 6) * u * std::fabs(ref + (ref < 0 ? dloss : 0.0)) + u * dloss;
     ASSERT_NEAR(dlogits[i], ref, bound) << "dlogits index " << i << " (row " << i / size_t(local) << ")";
+  }
+}
+
+// The bf16 LM head's backward writes dlogits in bf16 directly: bit for bit the f32 backward rounded,
+// on the garbage-padded fixture and on 64 x 5003 classes (threaded, rows longer than one 4096 tile).
+TEST(VocabParallelCrossEntropy, Bf16BackwardEqualsF32BackwardRounded) {
+  ProcessGroup world = ProcessGroup::world();
+  const int t = world.size();
+  for (const int64_t V : {kVocab, int64_t(5003)}) {
+    const int64_t N = V == kVocab ? kN : 64;
+    const int64_t padded = padded_vocab_size(V, t), local = padded / t;
+    const VocabShard shard{world.rank() * local, local, V};
+    auto full = random_vector(size_t(N * padded), 78, 8.0f);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t v = V; v < padded; ++v) full[size_t(n * padded + v)] = 1e4f;  // padding garbage
+    const auto mine = columns(full, N, padded, shard.start, local);
+    std::vector<int32_t> targets(static_cast<size_t>(N));
+    for (int64_t n = 0; n < N; ++n) targets[size_t(n)] = int32_t((n * 7919 + 3) % V);
+    std::vector<float> losses(static_cast<size_t>(N)), row_max(static_cast<size_t>(N)), row_sumexp(static_cast<size_t>(N)),
+        dlogits(mine.size());
+    vocab_parallel_cross_entropy_forward(world, losses.data(), row_max.data(), row_sumexp.data(), mine.data(),
+                                         targets.data(), N, shard);
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(2);
+    vocab_parallel_cross_entropy_backward(dlogits.data(), mine.data(), row_max.data(), row_sumexp.data(),
+                                          targets.data(), N, shard, 1.0f / float(N));
+    std::vector<bf16> expected(mine.size()), fused(mine.size());
+    convert_f32_to_bf16(expected.data(), dlogits.data(), int64_t(dlogits.size()));
+    vocab_parallel_cross_entropy_backward_bf16(fused.data(), mine.data(), row_max.data(), row_sumexp.data(),
+                                               targets.data(), N, shard, 1.0f / float(N));
+    omp_set_num_threads(saved);
+    for (size_t i = 0; i < fused.size(); ++i)
+      ASSERT_EQ(fused[i].bits, expected[i].bits) << "V=" << V << " index " << i << " (row " << i / size_t(local)
+                                                 << ", column " << shard.start + int64_t(i % size_t(local)) << ")";
   }
 }
 

@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 
+#include "tensorpar/core/bf16.hpp"
+
 namespace tensorpar {
 
 // losses (N) = logsumexp(logits[n, :V]) - logits[n, target[n]]; returns the mean over the N rows.
@@ -26,5 +28,12 @@ void softmax_row_sumexp(float* row_sumexp, const float* logits, int64_t ld, cons
 // padding columns V..ld-1. out may alias logits. logits (N, ld), row_max (N), row_sumexp (N).
 void softmax_scaled(float* out, const float* logits, int64_t ld, const float* row_max, const float* row_sumexp,
                     int64_t N, int64_t V, float scale);
+
+// The same rounded to bf16 for a bf16 GEMM, with scale subtracted at column targets[n] - target_offset
+// of row n when that is in [0, V) (the one-hot of a cross-entropy gradient), before rounding: bit for
+// bit convert_f32_to_bf16 of softmax_scaled followed by that subtraction. out (N, ld) bf16.
+void softmax_scaled_minus_target_bf16(bf16* out, const float* logits, int64_t ld, const float* row_max,
+                                      const float* row_sumexp, const int32_t* targets, int64_t target_offset,
+                                      int64_t N, int64_t V, float scale);
 
 }  // namespace tensorpar
