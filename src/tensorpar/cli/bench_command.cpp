@@ -16,6 +16,8 @@ void add_bench_command(CLI::App& app, Runner& run) {
   cmd->add_option("--steps", o->steps, "timed steps")->capture_default_str();
   cmd->add_option("--warmup", o->warmup_steps, "untimed steps first")->capture_default_str();
   cmd->add_option("--batch", o->batch, "override the preset's batch size");
+  cmd->add_option("--seq", o->seq, "override the preset's sequence length, keeping its tokens per step");
+  cmd->add_option("--hidden", o->hidden, "override the preset's width (64 per head)");
   cmd->add_option("--tp", o->tp, "tensor-parallel degree (default: all ranks over --pp)");
   cmd->add_option("--pp", o->pp, "pipeline stages (ranks = tp x pp x dp); reports the bubble")->capture_default_str();
   cmd->add_option("--micro-batches", o->micro_batches, "micro-batches per step (each --batch sequences)")
@@ -50,7 +52,7 @@ void add_bench_command(CLI::App& app, Runner& run) {
       options.compute.recompute = parse_recompute(*recompute);
       options.pp_schedule = parse_pipeline_schedule(*pp_schedule);
       const BenchResult r = run_benchmark(world, options);
-      const nlohmann::json j{{"preset", o->preset},
+      nlohmann::json j{{"preset", o->preset},
                              {"overlap", *overlap},
                              {"precision", *precision},
                              {"sequence_parallel", o->compute.sequence_parallel},
@@ -63,6 +65,9 @@ void add_bench_command(CLI::App& app, Runner& run) {
                              {"pp_bubble_ideal", r.pp_bubble_ideal},
                              {"threads_per_rank", r.threads_per_rank},
                              {"parameters", r.parameters},
+                             {"seq", r.seq},
+                             {"batch", r.batch},
+                             {"hidden", r.hidden},
                              {"tokens_per_s", r.tokens_per_s},
                              {"step_seconds", r.step_seconds},
                              {"achieved_gflops", r.achieved_gflops},
@@ -110,7 +115,14 @@ void add_bench_command(CLI::App& app, Runner& run) {
                                100 * e.seconds / (r.step_seconds * double(o->steps)), e.calls / o->steps);
         print_rank0(world, table);
       }
-      if (*json) print_rank0(world, j.dump() + "\n");
+      if (*json) {
+        if (o->profile) {  // rank 0's phases, seconds per step (for sweeps: attention's share as T grows)
+          nlohmann::json phases = nlohmann::json::object();
+          for (const auto& [phase, e] : profile()) phases[phase] = e.seconds / double(o->steps);
+          j["profile_seconds_per_step"] = phases;
+        }
+        print_rank0(world, j.dump() + "\n");
+      }
       return 0;
     };
   });

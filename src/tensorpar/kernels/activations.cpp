@@ -1,28 +1,14 @@
 #include "tensorpar/kernels/activations.hpp"
 
 #include "tensorpar/core/error.hpp"
-#include "tensorpar/kernels/vec_math.hpp"
+#include "tensorpar/kernels/activation_math.hpp"
 
 namespace tensorpar {
 namespace {
 
-constexpr float kSqrt2OverPi = 0.7978845608028654f;
-constexpr float kGeluCubic = 0.044715f;
 constexpr int64_t kParallelMin = 1 << 16;  // below this, an OpenMP fork costs more than the loop
-
-// 0.5 (1 + tanh(u)) = sigmoid(2u), so gelu(x) = x sigmoid(2u): no cancellation near x = 0 or for x << 0.
-inline float gelu(float x) {
-  const float u = kSqrt2OverPi * (x + kGeluCubic * x * x * x);
-  return x * detail::sigmoid(2.0f * u);
-}
-
-// d/dx [x s(2u)] = s + x * 2 s (1 - s) * u'(x),  u'(x) = sqrt(2/pi) (1 + 3 * 0.044715 x^2).
-inline float gelu_grad(float x) {
-  const float u = kSqrt2OverPi * (x + kGeluCubic * x * x * x);
-  const float s = detail::sigmoid(2.0f * u);
-  const float du = kSqrt2OverPi * (1.0f + 3.0f * kGeluCubic * x * x);
-  return s + 2.0f * x * s * (1.0f - s) * du;
-}
+using detail::gelu;
+using detail::gelu_grad;
 
 }  // namespace
 
@@ -61,7 +47,7 @@ void swiglu_forward(float* out, const float* gate, const float* up, int64_t N, i
     const float* u = up + r * ld_in;
     float* o = out + r * C;
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) o[c] = g[c] * detail::sigmoid(g[c]) * u[c];
+    for (int64_t c = 0; c < C; ++c) o[c] = detail::swiglu(g[c], u[c]);
   }
 }
 

@@ -21,6 +21,7 @@ class Bf16Operand {
   // Rounds src (rows, cols; row stride ld) into the buffer, contiguous (rows, cols), and returns it.
   const bf16* load(const float* src, int64_t rows, int64_t cols, int64_t ld);
   const bf16* data() const { return buffer_.bf16_data(); }
+  bf16* data() { return buffer_.bf16_data(); }  // for a producer that writes bf16 itself
   int64_t bytes() const { return int64_t(buffer_.nbytes()); }
   // The same buffer, not owned (layers sharing one activation set); must not outlive this one.
   Bf16Operand view() const {

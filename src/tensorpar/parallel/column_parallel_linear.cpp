@@ -103,23 +103,23 @@ void ColumnParallelLinear::backward(float* dinp, const float* dout, const float*
   const bool gather = options_.gather_output && tp_.size() > 1;
   const float* dy = gather ? dout + int64_t(tp_.rank()) * out_pp : dout;
   const int64_t ld_dy = gather ? out_pp * tp_.size() : out_pp;
-  // sequence parallel: gather the input tokens again (not kept since the forward), and collect the
-  // partial dX of all tokens to reduce-scatter it back to this rank's tokens
-  const float* x = whole_input(inp, N);
-  float* dx = sequence_parallel() ? options_.workspace->partial.f32() : dinp;
-  // partial dX (N, in) = dY_i (N, out_pp) · A_i (out_pp, in); summed over the group (f backward),
-  // while it travels: dA_i (out_pp, in) += dY_i^T (out_pp, N) · X (N, in)
-  Work reduce;
   if (options_.precision == Precision::BF16) {
-    const bf16* dyb = dy_bf16_.load(dy, N, out_pp, ld_dy);
-    const bf16* xb = sequence_parallel() ? options_.workspace->gathered_bf16.load(x, N, in, in) : x_bf16_.data();
-    gemm_bf16(Trans::No, Trans::No, N, in, out_pp, 1.0f, dyb, out_pp, w_bf16_.data(), in, 0.0f, dx, in);
-    if (!sequence_parallel()) reduce = copy_to_tp_backward_async(tp_, std::span<float>(dx, size_t(N * in)));
-    gemm_bf16(Trans::Yes, Trans::No, out_pp, in, N, 1.0f, dyb, out_pp, xb, in, 1.0f, weight.grad.f32(), in);
+    backward_bf16(dinp, dy_bf16_.load(dy, N, out_pp, ld_dy), inp, N);
   } else {
+    // sequence parallel: gather the input tokens again (not kept since the forward), and collect the
+    // partial dX of all tokens to reduce-scatter it back to this rank's tokens
+    const float* x = whole_input(inp, N);
+    float* dx = sequence_parallel() ? options_.workspace->partial.f32() : dinp;
+    // partial dX (N, in) = dY_i (N, out_pp) · A_i (out_pp, in); summed over the group (f backward),
+    // while it travels: dA_i (out_pp, in) += dY_i^T (out_pp, N) · X (N, in)
+    Work reduce;
     gemm(Trans::No, Trans::No, N, in, out_pp, 1.0f, dy, ld_dy, weight.value.f32(), in, 0.0f, dx, in);
     if (!sequence_parallel()) reduce = copy_to_tp_backward_async(tp_, std::span<float>(dx, size_t(N * in)));
     gemm(Trans::Yes, Trans::No, out_pp, in, N, 1.0f, dy, ld_dy, x, in, 1.0f, weight.grad.f32(), in);
+    if (sequence_parallel())
+      sequence_reduce_scatter(tp_, dinp, dx, N, in);
+    else
+      reduce.wait();
   }
   if (options_.bias) {
     if (ld_dy == out_pp) {
@@ -130,6 +130,31 @@ void ColumnParallelLinear::backward(float* dinp, const float* dout, const float*
         for (int64_t j = 0; j < out_pp; ++j) db[j] += dy[n * ld_dy + j];
     }
   }
+}
+
+bf16* ColumnParallelLinear::output_grad_bf16() {
+  TP_CHECK(options_.precision == Precision::BF16 && qweight_.empty() && !(options_.gather_output && tp_.size() > 1),
+           ConfigError, "{}: a bf16 output-gradient buffer exists only in bf16 training without gather_output",
+           options_.name);
+  return dy_bf16_.data();
+}
+
+void ColumnParallelLinear::backward_kept_grad(float* dinp, const float* inp, int64_t N) {
+  TP_CHECK(N <= max_tokens_, ShapeError, "{}: {} tokens exceed the {} this layer was sized for", options_.name, N,
+           max_tokens_);
+  backward_bf16(dinp, output_grad_bf16(), inp, N);
+}
+
+void ColumnParallelLinear::backward_bf16(float* dinp, const bf16* dyb, const float* inp, int64_t N) {
+  const int64_t in = options_.in_features, out_pp = out_per_partition_;
+  // as backward's f32 path: sequence parallel gathers the input again and reduce-scatters dX
+  float* dx = sequence_parallel() ? options_.workspace->partial.f32() : dinp;
+  const bf16* xb = sequence_parallel() ? options_.workspace->gathered_bf16.load(whole_input(inp, N), N, in, in)
+                                       : x_bf16_.data();
+  Work reduce;
+  gemm_bf16(Trans::No, Trans::No, N, in, out_pp, 1.0f, dyb, out_pp, w_bf16_.data(), in, 0.0f, dx, in);
+  if (!sequence_parallel()) reduce = copy_to_tp_backward_async(tp_, std::span<float>(dx, size_t(N * in)));
+  gemm_bf16(Trans::Yes, Trans::No, out_pp, in, N, 1.0f, dyb, out_pp, xb, in, 1.0f, weight.grad.f32(), in);
   if (sequence_parallel())
     sequence_reduce_scatter(tp_, dinp, dx, N, in);
   else

@@ -60,6 +60,13 @@ class ColumnParallelLinear {
   // dout is (N, out_pp), or (N, out_features) with gather_output (this rank's columns are read in place).
   void backward(float* dinp, const float* dout, const float* inp, int64_t N);
 
+  // bf16 mode without gather_output: the (max_tokens, out_pp) buffer backward rounds dout into. A
+  // producer that writes the output gradient in bf16 itself (a fused activation backward,
+  // kernels/activations_bf16.hpp) fills its first N rows, adds the column sums of its f32 values to
+  // bias.grad, and calls backward_kept_grad(dinp, inp, N) instead of backward(dinp, dout, inp, N).
+  bf16* output_grad_bf16();
+  void backward_kept_grad(float* dinp, const float* inp, int64_t N);
+
   Parameter weight;  // local (out_pp, in)
   Parameter bias;    // local (out_pp); empty tensor when options.bias is false
 
@@ -82,6 +89,8 @@ class ColumnParallelLinear {
  private:
   // inp itself, or (sequence parallel) every rank's tokens all-gathered into the workspace.
   const float* whole_input(const float* inp, int64_t N);
+  // backward's GEMMs and dX reduction in bf16 mode, the output gradient being in dy_bf16_
+  void backward_bf16(float* dinp, const bf16* dyb, const float* inp, int64_t N);
   ProcessGroup& tp_;
   ColumnParallelOptions options_;
   int64_t out_per_partition_ = 0;

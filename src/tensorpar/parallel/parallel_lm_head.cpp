@@ -3,6 +3,7 @@
 #include "tensorpar/kernels/gemm.hpp"
 #include "tensorpar/kernels/gemm_bf16.hpp"
 #include "tensorpar/parallel/mappings.hpp"
+#include "tensorpar/parallel/vocab_parallel_cross_entropy_bf16.hpp"
 
 namespace tensorpar {
 
@@ -85,7 +86,12 @@ void ParallelLmHead::install_quantized(QuantizedWeight q) {
 void ParallelLmHead::backward(float* dx, const float* x, const int32_t* targets, int64_t N, float dloss) {
   TP_CHECK(qweight_.empty(), ConfigError, "LM head: quantized weights are for inference; backward needs f32 weights");
   float* dlogits = logits_.f32();  // in place: the logits are not needed after this
-  vocab_parallel_cross_entropy_backward(dlogits, dlogits, row_max_.f32(), row_sumexp_.f32(), targets, N, shard_, dloss);
+  if (precision_ == Precision::BF16)  // the loss writes the bf16 operand of the two GEMMs below directly (the f32 dlogits are not needed)
+    vocab_parallel_cross_entropy_backward_bf16(dlogits_bf16_.data(), logits_.f32(), row_max_.f32(), row_sumexp_.f32(),
+                                               targets, N, shard_, dloss);
+  else
+    vocab_parallel_cross_entropy_backward(dlogits, dlogits, row_max_.f32(), row_sumexp_.f32(), targets, N, shard_,
+                                          dloss);
   const int64_t V = shard_.local_size;
   float* const dx_out = dx;
   if (sequence_parallel()) {  // gather the input again; collect every token's partial dx to reduce-scatter
@@ -99,7 +105,7 @@ void ParallelLmHead::backward(float* dx, const float* x, const int32_t* targets,
   // while it travels: dW_i (V, h) += dlogits^T (V, N) · x (N, h)
   Work reduce;
   if (precision_ == Precision::BF16) {
-    const bf16* db = dlogits_bf16_.load(dlogits, N, V, V);
+    const bf16* db = dlogits_bf16_.data();
     gemm_bf16(Trans::No, Trans::No, N, hidden_, V, 1.0f, db, V, w_bf16_.data(), hidden_, 0.0f, dx, hidden_);
     if (!sequence_parallel()) reduce = copy_to_tp_backward_async(tp_, std::span<float>(dx, size_t(N * hidden_)));
     gemm_bf16(Trans::Yes, Trans::No, V, hidden_, N, 1.0f, db, V, x_bf16_.data(), hidden_, 1.0f, weight_.grad.f32(),

@@ -2,6 +2,7 @@
 
 #include "tensorpar/core/profile.hpp"
 #include "tensorpar/kernels/activations.hpp"
+#include "tensorpar/kernels/activations_bf16.hpp"
 
 namespace tensorpar {
 
@@ -96,6 +97,19 @@ void ParallelMLP::recompute(const float* inp, int64_t N) {
 void ParallelMLP::forward(float* out, const float* inp, int64_t N) {
   const int64_t f = ffn_per_partition_;
   fc.forward(pre_.f32(), inp, N);  // no communication
+  if (options_.precision == Precision::BF16 && proj.quantized_weight().empty()) {
+    // the activation writes the bf16 operand of proj's GEMM directly (kept for proj's dW too); the f32
+    // act_ is not needed in bf16 mode
+    {
+      TP_PROFILE_SCOPE("mlp activation forward");
+      if (options_.activation == MlpActivation::Gelu)
+        gelu_forward_bf16(proj.kept_input_bf16(), pre_.f32(), N * f);
+      else
+        swiglu_forward_bf16(proj.kept_input_bf16(), pre_.f32(), pre_.f32() + f, N, f, 2 * f);
+    }
+    proj.forward_kept_input(out, N);  // the one all-reduce
+    return;
+  }
   {
     TP_PROFILE_SCOPE("mlp activation forward");
     if (options_.activation == MlpActivation::Gelu)
@@ -108,7 +122,14 @@ void ParallelMLP::forward(float* out, const float* inp, int64_t N) {
 
 void ParallelMLP::backward(float* dinp, const float* dout, const float* inp, int64_t N) {
   const int64_t f = ffn_per_partition_;
-  proj.backward(dact_.f32(), dout, act_.f32(), N);  // no communication
+  proj.backward(dact_.f32(), dout, act_.f32(), N);  // no communication (bf16: reads its bf16 input copy)
+  if (options_.precision == Precision::BF16 && options_.activation == MlpActivation::Gelu) {
+    // GELU's backward writes fc's bf16 output gradient and fc's bias gradient in one pass
+    gelu_backward_bf16(fc.output_grad_bf16(), options_.bias ? fc.bias.grad.f32() : nullptr, dact_.f32(), pre_.f32(),
+                       N, f);
+    fc.backward_kept_grad(dinp, inp, N);  // the one all-reduce
+    return;
+  }
   if (options_.activation == MlpActivation::Gelu)
     gelu_backward(dpre_.f32(), dact_.f32(), pre_.f32(), N * f);
   else

@@ -63,7 +63,10 @@ class ParallelMLP {
   MlpOptions options_;
   int64_t ffn_per_partition_ = 0;
   Tensor pre_;   // (max_tokens, ffn_pp) or (max_tokens, 2*ffn_pp) for SwiGLU: fc output, kept for backward
-  Tensor act_;   // (max_tokens, ffn_pp): activation output = proj input, kept for backward
+  // (max_tokens, ffn_pp): activation output = proj input, kept for backward; in bf16 mode written only
+  // by recompute (forward writes proj's bf16 copy directly), so it could be dropped there (not yet:
+  // the memory formula counts it)
+  Tensor act_;
   Tensor dact_;  // (max_tokens, ffn_pp)
   Tensor dpre_;  // like pre_
 };

@@ -36,11 +36,29 @@ void RowParallelLinear::collect_parameters(std::vector<Parameter*>& out) {
 void RowParallelLinear::forward(float* out, const float* inp, int64_t N) {
   TP_CHECK(N <= max_tokens_, ShapeError, "{}: {} tokens exceed the {} this layer was sized for", options_.name, N,
            max_tokens_);
-  const int64_t in_pp = in_per_partition_, out_f = options_.out_features;
+  const int64_t in_pp = in_per_partition_;
   // scatter_to_tp forward when the input is whole: read this rank's columns in place
   const bool split_input = !options_.input_is_parallel && tp_.size() > 1;
   const float* x = split_input ? inp + int64_t(tp_.rank()) * in_pp : inp;
   const int64_t ld_x = split_input ? options_.in_features : in_pp;
+  const bool bf16 = options_.precision == Precision::BF16 && qweight_.empty();
+  forward_gemm(out, x, ld_x, bf16 ? x_bf16_.load(x, N, in_pp, ld_x) : nullptr, N);
+}
+
+bf16* RowParallelLinear::kept_input_bf16() {
+  TP_CHECK(options_.precision == Precision::BF16 && qweight_.empty() && (options_.input_is_parallel || tp_.size() == 1),
+           ConfigError, "{}: a bf16 input copy exists only in bf16 training with a parallel input", options_.name);
+  return x_bf16_.data();
+}
+
+void RowParallelLinear::forward_kept_input(float* out, int64_t N) {
+  TP_CHECK(N <= max_tokens_, ShapeError, "{}: {} tokens exceed the {} this layer was sized for", options_.name, N,
+           max_tokens_);
+  forward_gemm(out, nullptr, 0, kept_input_bf16(), N);
+}
+
+void RowParallelLinear::forward_gemm(float* out, const float* x, int64_t ld_x, const bf16* xb, int64_t N) {
+  const int64_t in_pp = in_per_partition_, out_f = options_.out_features;
   float* y = sequence_parallel() ? options_.workspace->partial.f32() : out;
   // partial Y (N, out) = X_i (N, in_pp) · A_i^T, A_i (out, in_pp)
   if (!qweight_.empty()) {
@@ -48,7 +66,6 @@ void RowParallelLinear::forward(float* out, const float* inp, int64_t N) {
   } else if (weight.value.empty()) {
     throw ConfigError(fmt::format("{}: the weight was never loaded", options_.name));
   } else if (options_.precision == Precision::BF16) {
-    const bf16* xb = x_bf16_.load(x, N, in_pp, ld_x);
     const bf16* wb = w_bf16_.load(weight.value.f32(), out_f, in_pp, in_pp);
     gemm_bf16(Trans::No, Trans::Yes, N, out_f, in_pp, 1.0f, xb, in_pp, wb, in_pp, 0.0f, y, out_f);
   } else {

@@ -73,10 +73,18 @@ class RowParallelLinear {
   // and its all-reduce: after the input was recomputed into a buffer shared by several layers.
   // f32: nothing to do (backward reads inp itself).
   void keep_input(const float* inp, int64_t N);
+  // bf16 mode: the (max_tokens, in_pp) bf16 copy of the input that forward rounds inp into and backward
+  // reads. A producer that writes bf16 itself (a fused activation, kernels/activations_bf16.hpp) fills
+  // its first N rows and calls forward_kept_input(out, N) instead of forward(out, inp, N): same result,
+  // one pass over the activation fewer. Needs input_is_parallel (the input is this rank's columns).
+  bf16* kept_input_bf16();
+  void forward_kept_input(float* out, int64_t N);
   // Bytes kept from forward to backward that this layer owns: the bf16 input copy (bf16 only).
   int64_t activation_bytes() const { return x_bf16_.owned_bytes(); }
 
  private:
+  // forward after the input is in x_bf16_ (bf16) or x (f32, row stride ld_x)
+  void forward_gemm(float* out, const float* x, int64_t ld_x, const bf16* xb, int64_t N);
   ProcessGroup& tp_;
   RowParallelOptions options_;
   int64_t in_per_partition_ = 0;

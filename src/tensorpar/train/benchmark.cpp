@@ -42,6 +42,20 @@ BenchPreset bench_preset(const std::string& name) {
 
 BenchResult run_benchmark(ProcessGroup& world, const BenchOptions& o) {
   BenchPreset preset = bench_preset(o.preset);
+  TP_CHECK(o.seq >= 0 && o.hidden >= 0, ConfigError, "--seq and --hidden must be positive (got {} and {})", o.seq,
+           o.hidden);
+  if (o.seq > 0) {
+    const int64_t tokens = preset.batch * preset.seq;
+    TP_CHECK(o.batch > 0 || tokens % o.seq == 0, ConfigError,
+             "--seq {} does not divide the preset's {} tokens per step; pick a divisor or give --batch", o.seq, tokens);
+    preset.batch = tokens / o.seq;
+    preset.seq = preset.model.max_seq = o.seq;
+  }
+  if (o.hidden > 0) {
+    TP_CHECK(o.hidden % 64 == 0, ConfigError, "--hidden {} must be a multiple of 64 (64 per attention head)", o.hidden);
+    preset.model.hidden = o.hidden;
+    preset.model.heads = o.hidden / 64;
+  }
   if (o.batch > 0) preset.batch = o.batch;
   TP_CHECK(o.steps >= 1 && o.warmup_steps >= 0, ConfigError, "--steps must be >= 1 and --warmup >= 0");
   TP_CHECK(o.batch >= 0, ConfigError, "--batch must be positive (got {}; 0 or absent: the preset's)", o.batch);
@@ -130,6 +144,9 @@ BenchResult run_benchmark(ProcessGroup& world, const BenchOptions& o) {
   }
   r.threads_per_rank = num_threads();
   r.parameters = preset.model.parameter_count();
+  r.seq = T;
+  r.batch = B;
+  r.hidden = preset.model.hidden;
   r.loss = loss;
   r.step_seconds = seconds / double(o.steps);
   r.tokens_per_s = double(B * T * o.micro_batches * dp.size()) / r.step_seconds;

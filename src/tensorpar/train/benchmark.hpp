@@ -21,6 +21,10 @@ struct BenchOptions {
   PipelineSchedule pp_schedule = PipelineSchedule::OneFOneB;
   int64_t warmup_steps = 2, steps = 5;
   int64_t batch = 0;  // 0: the preset's
+  // Scaling sweeps (docs/performance.md): 0 keeps the preset's. seq also sets the model's positions;
+  // without an explicit batch, the batch becomes (preset tokens per step) / seq, so the tokens per
+  // step stay fixed. hidden keeps 64 per head and the preset's 4x MLP.
+  int64_t seq = 0, hidden = 0;
   uint64_t seed = 1;
   bool profile = false;
   TransformerOptions compute;  // precision, sequence parallelism, recomputation
@@ -41,6 +45,7 @@ struct BenchResult {
   // (P - 1) / (m + P - 1) of equal stages
   double pp_bubble = 0, pp_bubble_ideal = 0;
   int64_t parameters = 0;
+  int64_t seq = 0, batch = 0, hidden = 0;  // of the model run (preset or overridden)
   double tokens_per_s = 0;
   double step_seconds = 0;
   double model_gflops_per_token = 0;  // 6 * params + 12 * layers * seq * hidden, in GFLOP
