@@ -11,6 +11,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$(cd "${1:-$root/build}" && pwd)"
 runs="${2:-5}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# the baseline runs on Debian's PyTorch (python3-torch, for the system /usr/bin/python3)
+if [ "${TORCH:-1}" = 1 ] && ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-torch >/dev/null
+fi
 exec python3 - "$build/tensorpar" "$runs" "$root/../shared/bench/torch_gpt_tp.py" "${GPT2_SMALL:-1}" "${TORCH:-1}" <<'PY'
 import json, os, re, statistics, subprocess, sys
 
