@@ -50,6 +50,12 @@ TrainOptions options(const std::string& data, ModelFamily family) {
   o.schedule.lr = 3e-3f;
   o.schedule.warmup_steps = 1;
   o.grad_clip = 0.5f;  // active: the norm must be global over the stages
+  // AdamW divides each gradient by its own running RMS, so an element whose gradient is near zero moves
+  // by up to lr whatever its size, and a reduction-order difference of 1e-7 in it (another TP split,
+  // or -O0 without FMA contraction) became a 1.25e-5 weight difference under the sanitizer build. An
+  // eps above those tiny gradients keeps their update proportional to them: the weights then differ by
+  // rounding only, and the 1e-5 comparison below is an error bound rather than a lucky draw.
+  o.adamw.eps = 1e-4f;
   o.val_fraction = 0.1;
   o.val_batches = 2;
   o.dp_bucket_mb = 0.001;  // several DP buckets per stage
