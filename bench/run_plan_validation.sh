@@ -4,6 +4,8 @@
 # each link rate, REPS times each (the machine is shared: report medians). Then, at each rate,
 # `tensorpar plan --probe` under the same cluster, whose predictions the table compares against.
 #   bench/run_plan_validation.sh TENSORPAR [rates...]   (default rates: 1gbit 100mbit; REPS=3)
+# The planner's probe times blocking all-reduces, so the runs use --dp-overlap deferred (blocking
+# bucket all-reduces); DP_OVERLAP=nonblocking measures the default's non-blocking ones instead.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cli=$(realpath "$1")
@@ -30,7 +32,8 @@ for rate in "${rates[@]}"; do
       batch=$((global * tp / 4))
       echo -n "train rate=$rate rep=$rep tp=$tp dp=$((4 / tp)) "
       "$cluster" run -np 4 -- "$cli" --threads 1 train --data "$work/text.txt" $shape --vocab 256 \
-        --steps "${STEPS:-8}" --lr 1e-3 --warmup 1 --seed 1 --json --tp "$tp" --batch "$batch" 2>/dev/null | tail -n 1
+        --steps "${STEPS:-8}" --lr 1e-3 --warmup 1 --seed 1 --json --tp "$tp" --batch "$batch" \
+        --dp-overlap "${DP_OVERLAP:-deferred}" 2>/dev/null | tail -n 1
     done
   done
   "$cluster" down
