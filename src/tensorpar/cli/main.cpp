@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "tensorpar/cli/command.hpp"
+#include "tensorpar/cli/stop_signals.hpp"
 #include "tensorpar/comm/watchdog.hpp"
 #include "tensorpar/kernels/gemm.hpp"
 
@@ -96,6 +97,8 @@ int finish(tensorpar::ProcessGroup& world, const std::string& error) {
 
 int main(int argc, char** argv) {
   std::set_terminate(on_terminate);
+  // before MPI_Init, so that MPI's threads inherit the mask: train polls SIGTERM/SIGINT (stop_signals.hpp)
+  tensorpar::cli::block_stop_signals();
   // OpenMP threads compute; only this thread calls MPI.
   int provided = MPI_THREAD_SINGLE;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
@@ -144,6 +147,8 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  // only train polls them; every other command is ended by them at once, as before
+  if (!app.got_subcommand("train")) tensorpar::cli::unblock_stop_signals();
   tensorpar::ProcessGroup world = tensorpar::ProcessGroup::world();
   std::unique_ptr<tensorpar::CommWatchdog> watchdog;
   std::string error;

@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "tensorpar/cli/command.hpp"
+#include "tensorpar/cli/stop_signals.hpp"
 #include "tensorpar/comm/compressed_collectives.hpp"
 #include "tensorpar/io/hf_checkpoint.hpp"
 #include "tensorpar/train/trainer.hpp"
@@ -33,21 +34,6 @@ void check_flags_match_checkpoint(const CLI::App& cmd, const TrainOptions& o, co
     TP_CHECK(cmd.count(flag) == 0 || values.first == values.second, ConfigError,
              "{} {} conflicts with the checkpoint's {} in {}; drop the flag (the shape comes from --init)", flag,
              values.first, values.second, where);
-}
-
-// SIGTERM (what Slurm and mpirun send before preemption) and SIGINT only set this flag; the trainer
-// polls it after each step. SA_RESETHAND: a second signal kills at once, as a user pressing ^C twice expects.
-volatile std::sig_atomic_t g_stop_signal = 0;
-
-void on_stop_signal(int sig) { g_stop_signal = sig; }
-
-void install_stop_handlers() {
-  struct sigaction sa {};
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESETHAND;
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
 }
 
 }  // namespace
@@ -163,8 +149,7 @@ void add_train_command(CLI::App& app, Runner& run) {
       }
       options.given_model_flags = given;
       options.on_nan = *on_nan == "skip" ? TrainOptions::OnNan::Skip : TrainOptions::OnNan::Abort;
-      install_stop_handlers();
-      options.stop_signal = [] { return int(g_stop_signal); };
+      options.stop_signal = take_stop_signal;  // blocked since main, polled after each step
       // test hook (tests/cli): a NaN gradient at this step, to exercise --on-nan
       if (const char* at = std::getenv("TENSORPAR_TEST_NAN_AT_STEP")) options.inject_nan_at_step = std::atoll(at);
       options.schedule.kind = LrSchedule::parse_kind(*lr_schedule);
