@@ -223,6 +223,28 @@ TEST_F(CheckpointFaults, SigtermFinishesTheStepCheckpointsAndExits143) {
   EXPECT_EQ(resumed.begin()->first, step + 1);
 }
 
+// A requeued job whose run had already finished: --resume auto finds the checkpoint at --steps,
+// trains nothing, writes the final model again (here it was lost, as when a job dies between the
+// last checkpoint and the final save) and succeeds, so the scheduler does not see a failure.
+TEST_F(CheckpointFaults, ResumeAutoOfAFinishedRunRewritesTheFinalModelAndSucceeds) {
+  const std::string out = path("done");
+  const std::string args = train_args("--steps 4 --save-every 2 --resume auto --out " + out);
+  const auto first = run_cli(2, args, dir_);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  const std::string model = slurp(out + "/model.safetensors");
+  ASSERT_FALSE(model.empty());
+  fs::remove(out + "/model.safetensors");
+  const auto again = run_cli(2, args, dir_);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_NE(again.err.find("nothing to train"), std::string::npos) << again.err;
+  EXPECT_EQ(nlohmann::json::parse(again.last_line()).at("steps"), 0);
+  EXPECT_EQ(slurp(out + "/model.safetensors"), model);
+  // without auto, a checkpoint already at --steps is still refused: the user asked to train further
+  const auto explicit_dir = run_cli(2, train_args("--steps 4 --resume " + out + "/step_00000004"), dir_);
+  EXPECT_EQ(explicit_dir.exit_code, 1);
+  EXPECT_EQ(error_lines(explicit_dir.err), 1) << explicit_dir.err;
+}
+
 TEST_F(CheckpointFaults, NanStepAbortsWithItsNumberOrIsSkipped) {
   ::setenv("TENSORPAR_TEST_NAN_AT_STEP", "3", 1);
   const auto abort = run_cli(2, train_args("--steps 5"), dir_);

@@ -193,9 +193,14 @@ TrainResult train(ProcessGroup& world, const TrainOptions& o) {
       error = e.what();
     }
     world.agree<ConfigError>(error);
-    TP_CHECK(resumed.step < o.steps, ConfigError,
+    // a requeued job whose run had finished (auto) has nothing left to train: it only rewrites the final
+    // model below (the job may have died between the last checkpoint and that save) and succeeds
+    const bool finished = o.resume == "auto" && resumed.step == o.steps;
+    TP_CHECK(resumed.step < o.steps || finished, ConfigError,
              "{} is at step {}, which is not below --steps {}; give a larger --steps to train further", resume_dir,
              resumed.step, o.steps);
+    if (finished && writer && o.progress)
+      std::fprintf(stderr, "%s is at --steps %ld already: nothing to train\n", resume_dir.c_str(), long(o.steps));
   }
 
   const io::TokenDataset data = load_data(world, o.data);
