@@ -147,8 +147,8 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // only train polls them; every other command is ended by them at once, as before
-  if (!app.got_subcommand("train")) tensorpar::cli::unblock_stop_signals();
+  // train and serve poll them; every other command is ended by them at once
+  if (!app.got_subcommand("train") && !app.got_subcommand("serve")) tensorpar::cli::unblock_stop_signals();
   tensorpar::ProcessGroup world = tensorpar::ProcessGroup::world();
   std::unique_ptr<tensorpar::CommWatchdog> watchdog;
   std::string error;

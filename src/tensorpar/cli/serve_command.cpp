@@ -8,9 +8,9 @@
 // JSON message, and then every rank applies them to its ContinuousBatcher and runs the same step, so
 // all ranks stay in lock-step without exchanging tokens. When idle, rank 0 sleeps on the queue's
 // condition variable and sends nothing; the other ranks wait in broadcast_string_patiently, which
-// sleeps between polls, so an idle server takes no CPU. SIGINT/SIGTERM: rank 0 sees the flag within
-// 100 ms, fails the open requests (503), stops HTTP and broadcasts "stop"; every rank leaves the
-// loop and exits 0. A signal that reaches only another rank is ignored: rank 0 decides.
+// sleeps between polls, so an idle server takes no CPU. SIGINT/SIGTERM are blocked and polled
+// (stop_signals.hpp): rank 0 sees one within 100 ms, fails the open requests (503), stops HTTP and
+// broadcasts "stop"; every rank leaves the loop and exits 0. A signal that reaches only another rank is ignored: rank 0 decides.
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
@@ -26,6 +26,7 @@
 #include <unordered_map>
 
 #include "tensorpar/cli/command.hpp"
+#include "tensorpar/cli/stop_signals.hpp"
 #include "tensorpar/comm/idle_broadcast.hpp"
 #include "tensorpar/infer/continuous_batcher.hpp"
 #include "tensorpar/io/hf_checkpoint.hpp"
@@ -39,8 +40,8 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-std::atomic<bool> stop_requested{false};
-extern "C" void on_stop_signal(int) { stop_requested = true; }
+// SIGINT/SIGTERM stay blocked (cli/stop_signals.hpp) and rank 0's main thread polls them here
+bool stop_requested() { return take_stop_signal() != 0; }
 
 // A request the server refuses: HTTP status, OpenAI error type, message.
 struct HttpError {
@@ -150,9 +151,9 @@ class Hub {
   // 100 ms to look at the stop flag.
   std::string next_step(bool idle) {
     std::unique_lock lock(m_);
-    while (idle && pending_.empty() && cancels_.empty() && !stop_requested)
+    while (idle && pending_.empty() && cancels_.empty() && !stop_requested())
       cv_.wait_for(lock, std::chrono::milliseconds(100));
-    json msg{{"stop", bool(stop_requested)}, {"cancel", cancels_}, {"add", json::array()}};
+    json msg{{"stop", stop_requested()}, {"cancel", cancels_}, {"add", json::array()}};
     for (auto& [id, c] : pending_)
       msg["add"].push_back({{"id", id},
                             {"prompt", c.prompt},
@@ -569,9 +570,6 @@ void add_serve_command(CLI::App& app, Runner& run) {
                               o->host, o->port);
       }
       world.agree<ConfigError>(error);
-      stop_requested = false;
-      std::signal(SIGINT, on_stop_signal);
-      std::signal(SIGTERM, on_stop_signal);
       std::signal(SIGPIPE, SIG_IGN);  // a vanished client is a failed write, not a dead server
       if (root) http = std::thread([&server] { server.listen_after_bind(); });
       // however the loop ends (stop, or an exception unwinding), the HTTP side ends before its state
@@ -621,8 +619,6 @@ void add_serve_command(CLI::App& app, Runner& run) {
         }
       }
       stop_http.finish();
-      std::signal(SIGINT, SIG_DFL);
-      std::signal(SIGTERM, SIG_DFL);
       print_rank0(world, "tensorpar serve: stopped\n");
       return 0;
     };
