@@ -35,6 +35,9 @@ int take_stop_signal() {
   const int sig = sigtimedwait(&set, nullptr, &now);  // -1 (EAGAIN) when none is pending
   if (sig > 0) {
     g_taken = sig;
+    // the default action, not an inherited one: a shell starts background jobs with SIGINT ignored
+    std::signal(SIGTERM, SIG_DFL);
+    std::signal(SIGINT, SIG_DFL);
     unblock_stop_signals();
   }
   return g_taken;

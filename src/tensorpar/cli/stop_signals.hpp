@@ -16,8 +16,8 @@ void block_stop_signals();
 void unblock_stop_signals();
 
 // The stop signal pending or already taken (SIGTERM or SIGINT), 0 if none; takes it without waiting.
-// After the first one it unblocks both, so a second signal ends the process at once, as a user
-// pressing ^C twice expects. Main thread only.
+// After the first one it restores both to their default action and unblocks them, so a second
+// signal ends the process at once, as a user pressing ^C twice expects. Main thread only.
 int take_stop_signal();
 
 }  // namespace tensorpar::cli
