@@ -5,6 +5,7 @@
 // SIGTERM to the ranks (as Slurm sends before preemption) finishes the step, checkpoints and exits
 // 143; a NaN step aborts with its number or is skipped; a full disk is one error line with the
 // previous checkpoint intact and no temporary directory left.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <signal.h>
@@ -78,6 +79,28 @@ std::vector<pid_t> children_of(pid_t parent) {
     if (ppid == parent) out.push_back(pid_t(std::stol(name)));
   }
   return out;
+}
+
+// Open MPI's job id of a running rank (its environment), as the hex that names the job's shared-memory
+// segments; "" if unknown.
+std::string ompi_job_hex(pid_t rank) {
+  std::ifstream in("/proc/" + std::to_string(rank) + "/environ", std::ios::binary);
+  const std::string key = "OMPI_MCA_ess_base_jobid=";
+  for (std::string entry; std::getline(in, entry, '\0');)
+    if (entry.rfind(key, 0) == 0) return fmt::format("{:x}", std::stoull(entry.substr(key.size())));
+  return "";
+}
+
+// A job killed with SIGKILL cannot remove its Open MPI segments (/dev/shm/vader_segment.<host>.<..>.
+// <jobid hex>.<local rank>); left there, they pile up on a machine that runs this test often.
+void remove_shared_memory_of(const std::string& job_hex) {
+  if (job_hex.empty() || !fs::exists("/dev/shm")) return;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/dev/shm", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("vader_segment.", 0) == 0 && name.find("." + job_hex + ".") != std::string::npos)
+      fs::remove(e.path(), ec);
+  }
 }
 
 bool alive(pid_t pid) {
@@ -163,6 +186,7 @@ TEST_F(CheckpointFaults, KillNineDuringSavesAlwaysLeavesTheNewestCheckpointCompl
                                    path("kill"));
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
     std::vector<pid_t> job = children_of(mpirun);
+    const std::string job_hex = job.empty() ? "" : ompi_job_hex(job.front());
     job.push_back(mpirun);
     for (pid_t p : job) ::kill(p, SIGKILL);
     wait_exit_code(mpirun);
@@ -172,6 +196,7 @@ TEST_F(CheckpointFaults, KillNineDuringSavesAlwaysLeavesTheNewestCheckpointCompl
       if (!any) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
+    remove_shared_memory_of(job_hex);
     if (!fs::exists(out)) continue;
     for (const auto& e : fs::directory_iterator(out)) mid_save += e.path().filename().string().rfind(".tmp.step_", 0) == 0;
     const int n = verify_all_checkpoints(out);
