@@ -89,6 +89,17 @@ theirs() {  # tp -> decode tokens/s ("Prediction" block)
   awk '/^Prediction/{p=1} p && /tokens\/s/{print $2; exit}' "$WORK/root.log"
 }
 
+# the machine's streaming read bandwidth with as many single-thread processes as ranks, summed, probed
+# before each round: on a VM it changes from minute to minute (docs/inference.md), and decode follows it
+g++ -O3 -march=native -fopenmp "$ROOT/bench/membw.cpp" -o "$WORK/membw"
+probe() {  # processes -> GB/s summed over them
+  local i
+  for i in $(seq "$1"); do "$WORK/membw" 1 > "$WORK/bw.$i" & done
+  wait
+  cat "$WORK"/bw.* | awk '{s += $1} END {printf "%.1f", s}'
+  rm -f "$WORK"/bw.*
+}
+
 echo "== batch-1 greedy decode tokens/s, F32, one thread per rank ($NEW new tokens), $ROUNDS interleaved rounds"
 if [ -n "${DLLAMA:-}" ]; then
   # its converter knows rms_norm_eps 1e-5 or 1e-6 only; our config.json has the f32-rounded value
@@ -97,15 +108,17 @@ if [ -n "${DLLAMA:-}" ]; then
   /usr/bin/python3 "$TO_DLLAMA" "$WORK/conv" --model "$WORK/f32.m" --tokenizer "$WORK/tok.t" > /dev/null
 fi
 for TP in 1 2; do
-  A=() B=() C=()
+  A=() B=() C=() P=()
   for r in $(seq "$ROUNDS"); do
+    P+=("$(probe $TP)")
     A+=("$(ours $TP)")
     [ -n "${DLLAMA:-}" ] && B+=("$(theirs $TP)")
     [ -n "${BASELINE:-}" ] && C+=("$(ours $TP "$BASELINE")")
   done
-  python3 - "$TP" "${A[*]}" "${B[*]:-}" "${C[*]:-}" <<'PY'
+  python3 - "$TP" "${A[*]}" "${B[*]:-}" "${C[*]:-}" "${P[*]}" <<'PY'
 import statistics, sys
 tp, a = sys.argv[1], [float(x) for x in sys.argv[2].split()]
+bw = [float(x) for x in sys.argv[5].split()]
 b = [float(x) for x in sys.argv[3].split()] if sys.argv[3].strip() else []
 c = [float(x) for x in sys.argv[4].split()] if sys.argv[4].strip() else []
 line = f"TP={tp}: tensorpar {statistics.median(a):.1f} tok/s (runs {' '.join(f'{x:.1f}' for x in a)})"
@@ -116,6 +129,9 @@ if b:
     line += (f"; distributed-llama {statistics.median(b):.1f} (runs {' '.join(f'{x:.1f}' for x in b)}); "
              f"ratio of medians {statistics.median(a) / statistics.median(b):.2f}x, "
              f"median of per-round ratios {statistics.median(ratios):.2f}x")
+# 491.9 MB of weights read per token (docs/inference.md): the bound of each round at its probed bandwidth
+line += (f"; read bandwidth per round {' '.join(f'{x:.1f}' for x in bw)} GB/s, "
+         f"bound {' '.join(f'{x * 1e9 / 491.9e6:.0f}' for x in bw)} tok/s")
 print(line)
 PY
 done
