@@ -5,7 +5,8 @@
 #   1. peak resident memory per rank of `generate` (/usr/bin/time -v "Maximum resident set size"),
 #      f32 / int8 / int4 weights; with BASELINE=/path/to/an/older/tensorpar also that binary's, in
 #      the same run;
-#   2. decode tokens/s (greedy, F32) of tensorpar against distributed-llama (DLLAMA=/path/to/dllama,
+#   2. decode tokens/s (greedy, F32; then our int4 against its Q40 weights + Q80 buffers) of tensorpar
+#      against distributed-llama (DLLAMA=/path/to/dllama,
 #      built as /work/shared/peers/README.md says) and BASELINE, alternating run by run (ours, theirs,
 #      baseline, ours, ...), ROUNDS rounds, medians; without DLLAMA / BASELINE only ours.
 # Usage: bench/run_inference.sh [build dir]   env: MODEL (an existing model dir), ROUNDS=5, NEW=64,
@@ -67,11 +68,12 @@ if [ "${SKIP_MEMORY:-0}" != 1 ]; then
 fi
 
 # ranks pinned one per core (rank r on core r), as distributed-llama's nodes are below (taskset)
-ours() {  # tp [binary] -> decode tokens/s
-  mpirun --oversubscribe --bind-to core --map-by core -np "$1" "${2:-$CLI}" --threads 1 generate --model "$MODEL" --prompt-ids "$PROMPT" -n "$NEW" --json | tail -1 |
+ours() {  # tp [binary] -> decode tokens/s; env OURS_WEIGHTS (f32|int8|int4)
+  mpirun --oversubscribe --bind-to core --map-by core -np "$1" "${2:-$CLI}" --threads 1 generate --model "$MODEL" \
+    --weights "${OURS_WEIGHTS:-f32}" --prompt-ids "$PROMPT" -n "$NEW" --json | tail -1 |
     python3 -c "import json,sys; print(f\"{json.load(sys.stdin)['decode_tokens_per_s']:.2f}\")"
 }
-theirs() {  # tp -> decode tokens/s ("Prediction" block)
+theirs() {  # tp -> decode tokens/s ("Prediction" block); env THEIR_MODEL (f32.m|q40.m), THEIR_BUFFER (f32|q80)
   local workers=""
   if [ "$1" = 2 ]; then
     taskset -c 1 "$DLLAMA" worker --host 127.0.0.1 --port 9998 --nthreads 1 > "$WORK/worker.log" 2>&1 &
@@ -79,8 +81,9 @@ theirs() {  # tp -> decode tokens/s ("Prediction" block)
     sleep 1
     workers="--workers 127.0.0.1:9998"
   fi
-  taskset -c 0 "$DLLAMA" inference --model "$WORK/f32.m" --tokenizer "$WORK/tok.t" --prompt "Hello world" \
-    --steps $((NEW + 12)) --nthreads 1 --buffer-float-type f32 --temperature 0 $workers > "$WORK/root.log" 2>&1 || true
+  taskset -c 0 "$DLLAMA" inference --model "$WORK/${THEIR_MODEL:-f32.m}" --tokenizer "$WORK/tok.t" --prompt "Hello world" \
+    --steps $((NEW + 12)) --nthreads 1 --buffer-float-type "${THEIR_BUFFER:-f32}" --temperature 0 $workers \
+    > "$WORK/root.log" 2>&1 || true
   if [ -n "$WORKER_PID" ]; then
     kill "$WORKER_PID" 2>/dev/null || true
     wait "$WORKER_PID" 2>/dev/null || true
@@ -107,15 +110,16 @@ if [ -n "${DLLAMA:-}" ]; then
   python3 -c "import json; c=json.load(open('$MODEL/config.json')); c['rms_norm_eps']=float(f\"{c['rms_norm_eps']:.6g}\"); json.dump(c, open('$WORK/conv/config.json', 'w'))"
   /usr/bin/python3 "$TO_DLLAMA" "$WORK/conv" --model "$WORK/f32.m" --tokenizer "$WORK/tok.t" > /dev/null
 fi
-for TP in 1 2; do
-  A=() B=() C=() P=()
-  for r in $(seq "$ROUNDS"); do
-    P+=("$(probe $TP)")
-    A+=("$(ours $TP)")
-    [ -n "${DLLAMA:-}" ] && B+=("$(theirs $TP)")
-    [ -n "${BASELINE:-}" ] && C+=("$(ours $TP "$BASELINE")")
-  done
-  python3 - "$TP" "${A[*]}" "${B[*]:-}" "${C[*]:-}" "${P[*]}" <<'PY'
+decode_rounds() {  # the interleaved rounds at TP=1 and TP=2 for the weights the env selects
+  for TP in 1 2; do
+    A=() B=() C=() P=()
+    for r in $(seq "$ROUNDS"); do
+      P+=("$(probe $TP)")
+      A+=("$(ours $TP)")
+      [ -n "${DLLAMA:-}" ] && B+=("$(theirs $TP)")
+      [ -n "${BASELINE:-}" ] && C+=("$(ours $TP "$BASELINE")")
+    done
+    python3 - "$TP" "${A[*]}" "${B[*]:-}" "${C[*]:-}" "${P[*]}" "${OURS_WEIGHTS:-f32}" <<'PY'
 import statistics, sys
 tp, a = sys.argv[1], [float(x) for x in sys.argv[2].split()]
 bw = [float(x) for x in sys.argv[5].split()]
@@ -130,8 +134,18 @@ if b:
              f"ratio of medians {statistics.median(a) / statistics.median(b):.2f}x, "
              f"median of per-round ratios {statistics.median(ratios):.2f}x")
 # 491.9 MB of weights read per token (docs/inference.md): the bound of each round at its probed bandwidth
-line += (f"; read bandwidth per round {' '.join(f'{x:.1f}' for x in bw)} GB/s, "
-         f"bound {' '.join(f'{x * 1e9 / 491.9e6:.0f}' for x in bw)} tok/s")
+line += f"; read bandwidth per round {' '.join(f'{x:.1f}' for x in bw)} GB/s"
+if sys.argv[6] == "f32":
+    line += f", bound {' '.join(f'{x * 1e9 / 491.9e6:.0f}' for x in bw)} tok/s"
 print(line)
 PY
-done
+  done
+}
+decode_rounds
+if [ -n "${DLLAMA:-}" ]; then
+  # the issue's quantized comparison: our int4 (blocks of 32 with a scale, as Q4_0) against
+  # distributed-llama's Q40 weights with Q80 synchronisation
+  echo "== batch-1 greedy decode tokens/s, int4 against distributed-llama Q40 weights + Q80 buffers, $ROUNDS rounds"
+  /usr/bin/python3 "$TO_DLLAMA" "$WORK/conv" --model "$WORK/q40.m" --type q40 > /dev/null
+  OURS_WEIGHTS=int4 THEIR_MODEL=q40.m THEIR_BUFFER=q80 BASELINE= decode_rounds
+fi
