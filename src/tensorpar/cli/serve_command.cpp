@@ -10,7 +10,8 @@
 // condition variable and sends nothing; the other ranks wait in broadcast_string_patiently, which
 // sleeps between polls, so an idle server takes no CPU. SIGINT/SIGTERM are blocked and polled
 // (stop_signals.hpp): rank 0 sees one within 100 ms, fails the open requests (503), stops HTTP and
-// broadcasts "stop"; every rank leaves the loop and exits 0. A signal that reaches only another rank is ignored: rank 0 decides.
+// broadcasts "stop"; every rank leaves the loop and exits 0. A signal that reaches only another rank
+// is ignored: rank 0 decides.
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 

@@ -1,8 +1,9 @@
-// SIGTERM (what Slurm and mpirun send before preemption) and SIGINT as a request that `train` polls
-// after each step, never as an asynchronous handler. With a handler that only set a flag, 7 of 195
-// SIGTERM runs here interrupted the compute thread somewhere that then corrupted the malloc heap
-// (docs/reliability.md). Blocked in every thread from before MPI_Init, a signal stays pending until
-// it is taken: no code is interrupted, whatever MPI, oneDNN or the kernel do with signal frames.
+// SIGTERM (what Slurm and mpirun send before preemption) and SIGINT as requests that `train` (after
+// each step) and `serve` (rank 0's scheduler loop) poll, never as an asynchronous handler. With a
+// handler that only set a flag, 7 of 195 SIGTERM runs here interrupted the compute thread somewhere
+// that then corrupted the malloc heap (docs/reliability.md). Blocked in every thread from before
+// MPI_Init, a signal stays pending until it is taken: no code is interrupted, whatever MPI, oneDNN or
+// the kernel do with signal frames.
 #pragma once
 
 namespace tensorpar::cli {
@@ -11,8 +12,8 @@ namespace tensorpar::cli {
 // inherit the mask. main calls it before MPI_Init.
 void block_stop_signals();
 
-// Restores the default: commands other than train are ended by SIGTERM/SIGINT at once (serve installs
-// its own handler after this).
+// Unblocks them in the calling thread: commands other than train and serve are ended by SIGTERM/SIGINT
+// at once (their inherited actions apply).
 void unblock_stop_signals();
 
 // The stop signal pending or already taken (SIGTERM or SIGINT), 0 if none; takes it without waiting.
