@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "cli/cli_runner.hpp"
+#include "skip_or_fail.hpp"
 #include "tensorpar/io/metrics.hpp"
 #include "tensorpar/io/safetensors.hpp"
 #include "tensorpar/train/checkpoint.hpp"
@@ -292,7 +293,7 @@ TEST_F(CheckpointFaults, DiskFullIsOneErrorWithThePreviousCheckpointIntact) {
   fs::create_directories(mnt);
   // about two checkpoints of this model (~0.5 MB each) fit
   if (std::system(("mount -t tmpfs -o size=1100k tmpfs " + mnt + " 2>/dev/null").c_str()) != 0)
-    GTEST_SKIP() << "cannot mount a small tmpfs here (needs root and mount permission); disk-full path not tested";
+    TENSORPAR_SKIP_OR_FAIL("cannot mount a small tmpfs here (needs root and mount permission); disk-full path not tested");
   const auto r = run_cli(2, train_args("--steps 50 --save-every 1 --out " + mnt + "/out"), dir_);
   EXPECT_EQ(r.exit_code, 1) << r.err;
   EXPECT_EQ(r.error_lines(), 1) << r.err;

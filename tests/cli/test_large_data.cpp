@@ -4,6 +4,7 @@
 // are sparse (header + patterns at both ends of each, zeros between: token 0), so the test
 // writes only a few MB and needs no free disk beyond that.
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "cli/cli_runner.hpp"
+#include "skip_or_fail.hpp"
 #include "tensorpar/io/token_file.hpp"
 
 namespace tensorpar {
@@ -56,8 +58,8 @@ class LargeData : public ::testing::Test {
     // system does not keep holes
     const auto space = fs::space(dir_);
     if (space.available < uint64_t(kShards) * (1024 + 2 * kShardTokens) + (uint64_t(1) << 30))
-      GTEST_SKIP() << "needs " << kShards * 1.5 << " GB free in " << dir_ << " (has " << double(space.available) / 1e9
-                   << " GB): not enough disk for the multi-GB data set";
+      TENSORPAR_SKIP_OR_FAIL(fmt::format("needs {} GB free in {} (has {:.1f} GB): not enough disk for the multi-GB data set",
+                                         kShards * 1.5, dir_.string(), double(space.available) / 1e9));
     for (int k = 0; k < kShards; ++k) write_sparse_shard(shard(k), k);
   }
   void TearDown() override { fs::remove_all(dir_); }

@@ -12,6 +12,7 @@
 
 #include "cli/cli_runner.hpp"
 #include "cluster/shell.hpp"
+#include "skip_or_fail.hpp"
 #include "tensorpar/io/metrics.hpp"
 
 namespace tensorpar {
@@ -41,7 +42,7 @@ class Cluster : public ::testing::Test {
     delete up_;
   }
   void SetUp() override {
-    if (up_->exit_code == testing::kSkipExit) GTEST_SKIP() << up_->err;
+    if (up_->exit_code == testing::kSkipExit) TENSORPAR_SKIP_OR_FAIL(up_->err);
     ASSERT_EQ(up_->exit_code, 0) << up_->err;
   }
   static std::string path(const std::string& name) { return *dir_ + "/" + name; }

@@ -10,6 +10,7 @@
 
 #include "cli/cli_runner.hpp"
 #include "cluster/shell.hpp"
+#include "skip_or_fail.hpp"
 
 namespace tensorpar {
 namespace {
@@ -25,7 +26,7 @@ class Slurm : public ::testing::Test {
     env_ = "TENSORPAR_SLURM_DIR=" + dir_ + "/slurm ";
     const auto start = testing::shell(env_ + script_ + " start --cpus 4", dir_);
     started_ = start.exit_code == 0;
-    if (start.exit_code == testing::kSkipExit) GTEST_SKIP() << start.err;
+    if (start.exit_code == testing::kSkipExit) TENSORPAR_SKIP_OR_FAIL(start.err);
     ASSERT_EQ(start.exit_code, 0) << start.out << start.err;
   }
   void TearDown() override {
