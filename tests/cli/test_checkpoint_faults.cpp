@@ -179,10 +179,12 @@ TEST_F(CheckpointFaults, KillNineDuringSavesAlwaysLeavesTheNewestCheckpointCompl
   const std::string out = path("killed");
   std::mt19937 rng(12345);
   std::uniform_int_distribution<int> delay_ms(600, 1800);
-  const int iterations = 20;
+  // 20 kills; more (up to 60) while none has landed mid-save yet: a slow build (ASan, a loaded
+  // machine) spends more of each run starting up, so fewer kills hit a save
+  int iterations = 0;
   int mid_save = 0, with_checkpoints = 0;
   int64_t newest_step = 0;
-  for (int i = 0; i < iterations; ++i) {
+  for (; iterations < 20 || (mid_save == 0 && iterations < 60); ++iterations) {
     const pid_t mpirun = spawn_cli(2, train_args("--steps 100000 --save-every 1 --keep 2 --resume auto --out " + out),
                                    path("kill"));
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
