@@ -26,6 +26,15 @@ void attention_forward(float* out, float* lse, const float* qkv, const Attention
 void attention_backward(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
                         const AttentionDims& d);
 
+// The same forward and backward with the six block GEMMs in bf16 (operands rounded to bf16, products
+// summed in f32; the softmax, lse, D and the outputs stay f32), for bf16 training. Each (batch, head)
+// task rounds its Q, K, V (and dO) once into the pair layouts AVX512-BF16 reads, and the softmax and
+// its backward write P and dS in them directly. Without AVX512-BF16 the f32 kernels above run.
+// Errors against the f32 kernels: tests/kernels/test_attention_bf16.cpp states the bounds.
+void attention_forward_bf16(float* out, float* lse, const float* qkv, const AttentionDims& d);
+void attention_backward_bf16(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
+                             const AttentionDims& d);
+
 // Inference with a KV cache: n_new query rows per batch element at positions past_len .. past_len+n_new-1.
 // q (B*n_new, H*hd, row stride ldq); k_cache, v_cache (B, max_seq, KV*hd) already hold positions
 // 0 .. past_len+n_new-1. out (B*n_new, H*hd). The query at position p sees cache positions 0..p.

@@ -7,6 +7,21 @@
 #include "tensorpar/kernels/attention.hpp"
 
 namespace tensorpar {
+namespace {
+
+// The training attention core in the precision of the layer's GEMMs.
+void core_forward(Precision p, float* out, float* lse, const float* qkv, const AttentionDims& d) {
+  if (p == Precision::BF16) return attention_forward_bf16(out, lse, qkv, d);
+  attention_forward(out, lse, qkv, d);
+}
+
+void core_backward(Precision p, float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
+                   const AttentionDims& d) {
+  if (p == Precision::BF16) return attention_backward_bf16(dqkv, dout, out, lse, qkv, d);
+  attention_backward(dqkv, dout, out, lse, qkv, d);
+}
+
+}  // namespace
 
 AttentionOptions ParallelAttention::resolved(const ProcessGroup& tp, AttentionOptions o) {
   TP_CHECK(o.n_heads > 0 && o.hidden > 0, ConfigError, "attention needs positive hidden size and head count");
@@ -132,7 +147,7 @@ int64_t ParallelAttention::activation_bytes() const {
 void ParallelAttention::recompute_attention_output(int64_t B, int64_t T) {
   TP_PROFILE_SCOPE("attention core recompute");
   const AttentionDims dims{B, T, heads_pp_, kv_heads_pp_, head_dim_};
-  attention_forward(att_.f32(), lse_.f32(), qkv_out_.f32(), dims);  // lse: the same values again
+  core_forward(options_.precision, att_.f32(), lse_.f32(), qkv_out_.f32(), dims);  // lse: the same values again
   proj.keep_input(att_.f32(), B * T);
 }
 
@@ -147,7 +162,7 @@ void ParallelAttention::forward(float* out, const float* inp, int64_t B, int64_t
   const AttentionDims dims{B, T, heads_pp_, kv_heads_pp_, head_dim_};
   {
     TP_PROFILE_SCOPE("attention core forward");
-    attention_forward(att_.f32(), lse_.f32(), qkv_out_.f32(), dims);
+    core_forward(options_.precision, att_.f32(), lse_.f32(), qkv_out_.f32(), dims);
   }
   proj.forward(out, att_.f32(), N);  // the one all-reduce
 }
@@ -159,7 +174,7 @@ void ParallelAttention::backward(float* dinp, const float* dout, const float* in
   const AttentionDims dims{B, T, heads_pp_, kv_heads_pp_, head_dim_};
   {
     TP_PROFILE_SCOPE("attention core backward");
-    attention_backward(dqkv_.f32(), datt_.f32(), att_.f32(), lse_.f32(), qkv_out_.f32(), dims);
+    core_backward(options_.precision, dqkv_.f32(), datt_.f32(), att_.f32(), lse_.f32(), qkv_out_.f32(), dims);
   }
   if (rope_) {
     rope_backward(dqkv_.f32(), width, N, T, 0, heads_pp_, *rope_);

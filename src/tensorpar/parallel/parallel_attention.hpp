@@ -35,7 +35,7 @@ struct AttentionOptions {
   uint64_t seed = 0;
   float init_std = 0.02f;
   float proj_init_std = 0.02f;
-  Precision precision = Precision::F32;  // of the projections; the attention core is f32
+  Precision precision = Precision::F32;  // of the projections and of the attention core's block GEMMs
   SequenceParallelWorkspace* workspace = nullptr;  // sequence parallel: inp/out/dinp/dout are N/t tokens
   bool sequence_parallel = false;
   // Selective activation recomputation: backward recomputes the attention output (the output

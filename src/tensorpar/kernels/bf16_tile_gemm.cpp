@@ -1,0 +1,224 @@
+#include "tensorpar/kernels/bf16_tile_gemm.hpp"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <bit>
+
+#include "tensorpar/core/bf16.hpp"
+#include "tensorpar/core/error.hpp"
+
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and -Wmaybe-uninitialized reports that
+// at every inlined call (a known false positive, fixed in later GCCs).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#define TP_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+
+namespace tensorpar::detail {
+namespace {
+
+// Register tile: up to 6 rows x 4 vectors of 16 columns = 24 accumulators, plus 4 B vectors and one
+// broadcast A pair: 29 of the 32 zmm registers. One k pair costs 4 loads, 6 broadcasts, 24 vdpbf16ps.
+constexpr int kMaxRows = 6;
+constexpr int kMaxVectors = 4;
+
+template <int MR, int NV>
+TP_BF16_TARGET void tile(int64_t kp, float alpha, const uint32_t* a, int64_t a_row, int64_t a_pair,
+                         const uint32_t* b, int64_t ldb, float beta, float* c, int64_t ldc, __mmask16 last) {
+  __m512 acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < kp; ++p) {
+    __m512bh bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = (__m512bh)_mm512_loadu_si512(b + p * ldb + 16 * v);
+    for (int r = 0; r < MR; ++r) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(int(a[r * a_row + p * a_pair]));
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);
+    }
+  }
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) {
+      const __mmask16 mask = v == NV - 1 ? last : __mmask16(0xffff);
+      float* cp = c + r * ldc + 16 * v;
+      __m512 x = _mm512_mul_ps(acc[r][v], va);
+      if (beta != 0.0f) x = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, cp), vb, x);
+      _mm512_mask_storeu_ps(cp, mask, x);
+    }
+}
+
+using TileFn = void (*)(int64_t, float, const uint32_t*, int64_t, int64_t, const uint32_t*, int64_t, float, float*,
+                        int64_t, __mmask16);
+
+template <int... V>
+constexpr std::array<TileFn, kMaxVectors> tiles_of_rows(auto rows) {
+  return {&tile<decltype(rows)::value, V>...};
+}
+
+template <int... R>
+constexpr std::array<std::array<TileFn, kMaxVectors>, kMaxRows> all_tiles(std::integer_sequence<int, R...>) {
+  return {tiles_of_rows<1, 2, 3, 4>(std::integral_constant<int, R + 1>{})...};
+}
+
+constexpr auto kTiles = all_tiles(std::make_integer_sequence<int, kMaxRows>{});
+
+float lower(uint32_t pair) { return std::bit_cast<float>(pair << 16); }
+float upper(uint32_t pair) { return std::bit_cast<float>(pair & 0xffff0000u); }
+uint32_t pair_of(float lo, float hi) { return uint32_t(float_to_bf16(lo).bits) | uint32_t(float_to_bf16(hi).bits) << 16; }
+
+// Without AVX512-BF16: the same products of bf16 values, summed in f32.
+void tile_gemm_scalar(int64_t m, int64_t n, int64_t kp, float alpha, const uint32_t* a, int64_t a_row, int64_t a_pair,
+                      const uint32_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      float s = 0.0f;
+      for (int64_t p = 0; p < kp; ++p) {
+        const uint32_t x = a[i * a_row + p * a_pair], y = b[p * ldb + j];
+        s += lower(x) * lower(y) + upper(x) * upper(y);
+      }
+      float& out = c[i * ldc + j];
+      out = alpha * s + (beta != 0.0f ? beta * out : 0.0f);
+    }
+}
+
+bool has_bf16() {
+  static const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                                __builtin_cpu_supports("avx512bf16");
+  return supported;
+}
+
+// 16 floats (those in mask; the rest read as 0) to 16 bf16 in the low 16 bits of 16 dwords.
+TP_BF16_TARGET __m512i widened_bf16(const float* src, __mmask16 mask) {
+  const __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, src));
+  return _mm512_cvtepu16_epi32((__m256i)h);
+}
+
+__mmask16 first_n(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << std::max<int64_t>(n, 0)) - 1); }
+
+TP_BF16_TARGET void pack_rows_avx512(uint32_t* dst, int64_t ld_pairs, const float* src, int64_t lds, int64_t rows,
+                                     int64_t cols) {
+  for (int64_t i = 0; i < rows; ++i) {
+    auto* d = reinterpret_cast<uint16_t*>(dst + i * ld_pairs);
+    const float* s = src + i * lds;
+    for (int64_t c = 0; c < cols; c += 16) {
+      const __mmask16 mask = first_n(cols - c);
+      _mm256_mask_storeu_epi16(d + c, mask, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, s + c)));
+    }
+    if (cols % 2) d[cols] = 0;
+  }
+}
+
+TP_BF16_TARGET void pack_vnni_avx512(uint32_t* dst, int64_t ld, const float* src, int64_t lds, int64_t rows,
+                                     int64_t cols) {
+  for (int64_t p = 0; p < (rows + 1) / 2; ++p) {
+    const float* r0 = src + 2 * p * lds;
+    const bool has_odd = 2 * p + 1 < rows;
+    for (int64_t j = 0; j < ld; j += 16) {
+      const __mmask16 mask = first_n(cols - j);
+      const __m512i lo = widened_bf16(r0 + j, mask);
+      const __m512i hi = has_odd ? widened_bf16(r0 + lds + j, mask) : _mm512_setzero_si512();
+      _mm512_storeu_si512(dst + p * ld + j, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    }
+  }
+}
+
+// In place: r[i] element j becomes r[j] element i (a 16 x 16 matrix of 32-bit values).
+TP_BF16_TARGET void transpose16x16(__m512i r[16]) {
+  __m512i t[16];
+  for (int i = 0; i < 16; i += 2) {  // per 128-bit lane: (r_i[0] r_i+1[0] r_i[1] r_i+1[1]) and elements 2, 3
+    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int g = 0; g < 16; g += 4) {  // r[g + e], lane L: rows g..g+3 of column 4L + e
+    r[g] = _mm512_unpacklo_epi64(t[g], t[g + 2]);
+    r[g + 1] = _mm512_unpackhi_epi64(t[g], t[g + 2]);
+    r[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);
+    r[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
+  }
+  for (int e = 0; e < 4; ++e) {  // column 4L + e, lane g = lane L of r[4g + e]: a 4 x 4 transpose of lanes
+    const __m512i v0 = _mm512_shuffle_i32x4(r[e], r[4 + e], 0x44), v1 = _mm512_shuffle_i32x4(r[e], r[4 + e], 0xee);
+    const __m512i v2 = _mm512_shuffle_i32x4(r[8 + e], r[12 + e], 0x44);
+    const __m512i v3 = _mm512_shuffle_i32x4(r[8 + e], r[12 + e], 0xee);
+    t[e] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+    t[4 + e] = _mm512_shuffle_i32x4(v0, v2, 0xdd);
+    t[8 + e] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+    t[12 + e] = _mm512_shuffle_i32x4(v1, v3, 0xdd);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+// Column j of the packing is row j of src in bf16 (whose 32-bit units are already the pairs): blocks
+// of 16 rows x 16 pairs are converted and transposed in registers.
+TP_BF16_TARGET void pack_vnni_transposed_avx512(uint32_t* dst, int64_t ld, const float* src, int64_t lds,
+                                                int64_t rows, int64_t cols) {
+  const int64_t pairs = (cols + 1) / 2;
+  for (int64_t j0 = 0; j0 < ld; j0 += 16)
+    for (int64_t q0 = 0; q0 < pairs; q0 += 16) {
+      const __mmask16 lo = first_n(cols - 2 * q0), hi = first_n(cols - 2 * q0 - 16);
+      __m512i r[16];
+      for (int64_t i = 0; i < 16; ++i) {
+        if (j0 + i >= rows) {
+          r[i] = _mm512_setzero_si512();
+          continue;
+        }
+        const float* p = src + (j0 + i) * lds + 2 * q0;
+        r[i] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, p + 16), _mm512_maskz_loadu_ps(lo, p));
+      }
+      transpose16x16(r);
+      for (int64_t p = 0; p < std::min<int64_t>(16, pairs - q0); ++p) _mm512_storeu_si512(dst + (q0 + p) * ld + j0, r[p]);
+    }
+}
+
+}  // namespace
+
+bool bf16_tile_gemm_supported() { return has_bf16(); }
+
+void bf16_tile_gemm(int64_t m, int64_t n, int64_t k, float alpha, const uint32_t* a, int64_t a_row, int64_t a_pair,
+                    const uint32_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  const int64_t kp = (k + 1) / 2;
+  if (!has_bf16()) return tile_gemm_scalar(m, n, kp, alpha, a, a_row, a_pair, b, ldb, beta, c, ldc);
+  // Column panels of 64 outside, row tiles inside: the panel of B (kp x 64 pairs, 32 KiB at kp = 128)
+  // stays in L1 while the row tiles stream A.
+  for (int64_t j0 = 0; j0 < n; j0 += 16 * kMaxVectors) {
+    const int64_t nj = std::min<int64_t>(16 * kMaxVectors, n - j0), nv = (nj + 15) / 16;
+    const __mmask16 last = first_n(nj - 16 * (nv - 1));
+    for (int64_t i0 = 0; i0 < m; i0 += kMaxRows) {
+      const int64_t mr = std::min<int64_t>(kMaxRows, m - i0);
+      kTiles[size_t(mr - 1)][size_t(nv - 1)](kp, alpha, a + i0 * a_row, a_row, a_pair, b + j0, ldb, beta,
+                                              c + i0 * ldc + j0, ldc, last);
+    }
+  }
+}
+
+void bf16_pack_rows(uint32_t* dst, int64_t ld_pairs, const float* src, int64_t lds, int64_t rows, int64_t cols) {
+  if (has_bf16()) return pack_rows_avx512(dst, ld_pairs, src, lds, rows, cols);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t p = 0; p < (cols + 1) / 2; ++p)
+      dst[i * ld_pairs + p] = pair_of(src[i * lds + 2 * p], 2 * p + 1 < cols ? src[i * lds + 2 * p + 1] : 0.0f);
+}
+
+void bf16_pack_vnni(uint32_t* dst, int64_t ld, const float* src, int64_t lds, int64_t rows, int64_t cols) {
+  TP_CHECK(ld % 16 == 0 && ld >= cols, ShapeError, "bf16_pack_vnni: ld={} must be a multiple of 16 and >= cols={}",
+           ld, cols);
+  if (has_bf16()) return pack_vnni_avx512(dst, ld, src, lds, rows, cols);
+  for (int64_t p = 0; p < (rows + 1) / 2; ++p)
+    for (int64_t j = 0; j < ld; ++j)
+      dst[p * ld + j] = j < cols ? pair_of(src[2 * p * lds + j], 2 * p + 1 < rows ? src[(2 * p + 1) * lds + j] : 0.0f)
+                                 : 0u;
+}
+
+void bf16_pack_vnni_transposed(uint32_t* dst, int64_t ld, const float* src, int64_t lds, int64_t rows,
+                               int64_t cols) {
+  TP_CHECK(ld % 16 == 0 && ld >= rows, ShapeError,
+           "bf16_pack_vnni_transposed: ld={} must be a multiple of 16 and >= rows={}", ld, rows);
+  if (has_bf16()) return pack_vnni_transposed_avx512(dst, ld, src, lds, rows, cols);
+  for (int64_t p = 0; p < (cols + 1) / 2; ++p)
+    for (int64_t j = 0; j < ld; ++j)
+      dst[p * ld + j] = j < rows ? pair_of(src[j * lds + 2 * p], 2 * p + 1 < cols ? src[j * lds + 2 * p + 1] : 0.0f)
+                                 : 0u;
+}
+
+}  // namespace tensorpar::detail
