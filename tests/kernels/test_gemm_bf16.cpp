@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "tensorpar/kernels/gemm_bf16.hpp"
+#include "tensorpar/kernels/matmul.hpp"
 #include "test_util.hpp"
 
 namespace tensorpar {
@@ -168,6 +169,40 @@ TEST(ConvertBf16, MatchesScalarOnAllLengthsWithoutOverrun) {
     for (int64_t i = 0; i < n; ++i) ASSERT_EQ(back[size_t(i)], bf16_to_float(dst[size_t(i)])) << "index " << i;
     for (size_t i = size_t(n); i < back.size(); ++i) ASSERT_EQ(back[i], -1.0f) << "overrun at " << i;
   }
+}
+
+}  // namespace
+}  // namespace tensorpar
+
+namespace tensorpar {
+namespace {
+
+// The pre-packed weight path equals gemm_bf16 on the same rounded weight, bit for bit (the same
+// kernels read B from a different layout), for both GEMMs of a linear layer; after the weight
+// changes, load() packs the new values; another token count takes the plain path.
+TEST(Bf16Weight, PackedGemmsEqualPlainGemmBf16AndFollowTheWeight) {
+  const int64_t rows = 96, cols = 80, tokens = 70;  // sizes off the kernels' blocks on purpose
+  auto w = testing::random_vector(size_t(rows * cols), 31);
+  const auto x = random_bf16(size_t(tokens * cols), 32), dy = random_bf16(size_t(tokens * rows), 33);
+  Bf16Weight weight(rows, cols, tokens);
+  for (int version = 0; version < 2; ++version) {
+    if (version == 1)
+      for (float& v : w) v = -2.0f * v + 0.25f;
+    std::vector<bf16> wb(w.size());
+    convert_f32_to_bf16(wb.data(), w.data(), int64_t(w.size()));
+    for (int64_t n : {tokens, int64_t(13)}) {  // packed, then plain
+      SCOPED_TRACE(::testing::Message() << "weight version " << version << ", " << n << " tokens");
+      weight.load(w.data(), n);
+      std::vector<float> y(size_t(n * rows)), y_ref(y.size()), dx(size_t(n * cols)), dx_ref(dx.size());
+      weight.forward(x.data(), n, y.data());
+      gemm_bf16(Trans::No, Trans::Yes, n, rows, cols, 1.0f, x.data(), cols, wb.data(), cols, 0.0f, y_ref.data(), rows);
+      weight.backward_data(dy.data(), n, dx.data());
+      gemm_bf16(Trans::No, Trans::No, n, cols, rows, 1.0f, dy.data(), rows, wb.data(), cols, 0.0f, dx_ref.data(), cols);
+      EXPECT_EQ(y, y_ref);
+      EXPECT_EQ(dx, dx_ref);
+    }
+  }
+  EXPECT_GE(weight.bytes(), int64_t(3 * rows * cols * 2)) << "the rounded copy and two packed copies";
 }
 
 }  // namespace

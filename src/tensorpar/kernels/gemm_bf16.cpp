@@ -156,6 +156,63 @@ void gemm_bf16(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, fl
   }
 }
 
+struct PackedBf16Gemm::State {
+  int64_t M = 0;
+  bool packed = false;
+  dnnl::memory::desc a, b_plain, c;
+  dnnl::matmul prim;
+  dnnl::memory b_packed;
+  dnnl::reorder repack;
+};
+
+PackedBf16Gemm::PackedBf16Gemm(Trans trans_b, int64_t M, int64_t N, int64_t K, int64_t ldb) {
+  check_args(Trans::No, trans_b, M, N, K, K, ldb, N);
+  TP_CHECK(M > 0 && N > 0 && K > 0, ShapeError, "PackedBf16Gemm: empty problem M={} N={} K={}", M, N, K);
+  auto s = std::make_shared<State>();
+  Runtime& rt = runtime();
+  s->M = M;
+  s->a = dnnl::memory::desc({M, K}, dt::bf16, dnnl::memory::dims{K, 1});
+  s->b_plain = dnnl::memory::desc({K, N}, dt::bf16,
+                                  trans_b == Trans::Yes ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
+  s->c = dnnl::memory::desc({M, N}, dt::f32, dnnl::memory::dims{N, 1});
+  try {
+    // format_tag::any: the matmul picks B's layout (its kernels' blocked one), which pack() produces
+    const dnnl::memory::desc b_any({K, N}, dt::bf16, dnnl::memory::format_tag::any);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(s->a, b_any, s->c), rt.engine);
+    s->prim = dnnl::matmul(pd);
+    s->b_packed = dnnl::memory(pd.weights_desc(), rt.engine);
+    s->repack = dnnl::reorder(dnnl::reorder::primitive_desc(rt.engine, s->b_plain, rt.engine, pd.weights_desc()));
+  } catch (const dnnl::error& err) {
+    throw Error(fmt::format("oneDNN pre-packed bf16 matmul cannot be created for M={} N={} K={}: {}", M, N, K,
+                            err.what()));
+  }
+  state_ = std::move(s);
+}
+
+int64_t PackedBf16Gemm::rows() const { return state_ ? state_->M : 0; }
+
+int64_t PackedBf16Gemm::bytes() const { return state_ ? int64_t(state_->b_packed.get_desc().get_size()) : 0; }
+
+void PackedBf16Gemm::pack(const bf16* B) {
+  TP_PROFILE_SCOPE("gemm bf16 (all)");
+  TP_CHECK(state_, ConfigError, "PackedBf16Gemm::pack on an empty object");
+  Runtime& rt = runtime();
+  dnnl::memory plain(state_->b_plain, rt.engine, const_cast<bf16*>(B));
+  state_->repack.execute(rt.stream, plain, state_->b_packed);
+  rt.stream.wait();
+  state_->packed = true;
+}
+
+void PackedBf16Gemm::run(const bf16* A, float* C) const {
+  TP_PROFILE_SCOPE("gemm bf16 (all)");
+  TP_CHECK(state_ && state_->packed, ConfigError, "PackedBf16Gemm::run before pack()");
+  Runtime& rt = runtime();
+  dnnl::memory a(state_->a, rt.engine, const_cast<bf16*>(A));
+  dnnl::memory c(state_->c, rt.engine, C);
+  state_->prim.execute(rt.stream, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, state_->b_packed}, {DNNL_ARG_DST, c}});
+  rt.stream.wait();
+}
+
 std::string gemm_bf16_impl_name(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, int64_t lda,
                                 int64_t ldb, int64_t ldc, float alpha, float beta) {
   check_args(trans_a, trans_b, M, N, K, lda, ldb, ldc);

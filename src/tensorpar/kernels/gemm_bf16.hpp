@@ -7,6 +7,7 @@
 // cached, so a training step re-creates nothing.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "tensorpar/core/bf16.hpp"
@@ -19,6 +20,25 @@ namespace tensorpar {
 // Thread-safe; uses the OpenMP threads of the calling thread (see set_num_threads).
 void gemm_bf16(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A,
                int64_t lda, const bf16* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// C[M,N] = A[M,K] * op(B)[K,N] with B packed once, by pack(), into the blocked layout oneDNN's bf16
+// matmul reads; gemm_bf16 repacks B inside every call. For a B that several calls share while it does
+// not change (a weight within a training step). A (M x K) bf16 and C (M x N) f32 are contiguous; B is
+// read with trans_b and ldb as in gemm_bf16. Copies share the packed buffer.
+class PackedBf16Gemm {
+ public:
+  PackedBf16Gemm() = default;
+  PackedBf16Gemm(Trans trans_b, int64_t M, int64_t N, int64_t K, int64_t ldb);
+  bool empty() const { return !state_; }
+  int64_t rows() const;  // M
+  void pack(const bf16* B);
+  void run(const bf16* A, float* C) const;  // after pack()
+  int64_t bytes() const;                    // of the packed B
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
 
 // Name of the oneDNN implementation gemm_bf16 uses for this problem (e.g. "brg:avx512_core_bf16"),
 // for benchmarks and logs: a "ref" or "gemm:ref" here means a slow fallback was chosen.

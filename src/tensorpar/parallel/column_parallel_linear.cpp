@@ -25,7 +25,7 @@ ColumnParallelLinear::ColumnParallelLinear(ProcessGroup& tp, const ColumnParalle
   if (options_.precision == Precision::BF16 && options_.alloc != ParameterAlloc::Deferred) {
     if (!sequence_parallel())
       x_bf16_ = share_with ? share_with->x_bf16_.view() : Bf16Operand(max_tokens, options_.in_features);
-    w_bf16_ = Bf16Operand(out_per_partition_, options_.in_features);
+    w_bf16_ = Bf16Weight(out_per_partition_, options_.in_features, max_tokens);
     dy_bf16_ = share_with ? share_with->dy_bf16_.view() : Bf16Operand(max_tokens, out_per_partition_);
   }
   if (options_.gather_output && tp.size() > 1) {
@@ -60,8 +60,8 @@ void ColumnParallelLinear::forward(float* out, const float* inp, int64_t N) {
     throw ConfigError(fmt::format("{}: the weight was never loaded", options_.name));
   } else if (options_.precision == Precision::BF16) {
     const bf16* xb = (sequence_parallel() ? options_.workspace->gathered_bf16 : x_bf16_).load(x, N, in, in);
-    const bf16* w = w_bf16_.load(weight.value.f32(), out_pp, in, in);
-    gemm_bf16(Trans::No, Trans::Yes, N, out_pp, in, 1.0f, xb, in, w, in, 0.0f, y, out_pp);
+    w_bf16_.load(weight.value.f32(), N);
+    w_bf16_.forward(xb, N, y);
   } else {
     gemm(Trans::No, Trans::Yes, N, out_pp, in, 1.0f, x, in, weight.value.f32(), in, 0.0f, y, out_pp);
   }
@@ -76,7 +76,7 @@ void ColumnParallelLinear::quantize(WeightFormat format) {
   qweight_ = quantize_weight(format, weight.value.f32(), out_per_partition_, options_.in_features);
   weight.value = Tensor();  // keep only the quantized copy: this is what makes the rank's memory drop
   weight.grad = Tensor();
-  w_bf16_ = Bf16Operand();
+  w_bf16_ = Bf16Weight();
 }
 
 void ColumnParallelLinear::check_quantizable(WeightFormat format) const {
@@ -92,7 +92,7 @@ void ColumnParallelLinear::install_quantized(QuantizedWeight q) {
   qweight_ = std::move(q);
   weight.value = Tensor();
   weight.grad = Tensor();
-  w_bf16_ = Bf16Operand();
+  w_bf16_ = Bf16Weight();
 }
 
 void ColumnParallelLinear::backward(float* dinp, const float* dout, const float* inp, int64_t N) {
@@ -152,7 +152,7 @@ void ColumnParallelLinear::backward_bf16(float* dinp, const bf16* dyb, const flo
   const bf16* xb = sequence_parallel() ? options_.workspace->gathered_bf16.load(whole_input(inp, N), N, in, in)
                                        : x_bf16_.data();
   Work reduce;
-  gemm_bf16(Trans::No, Trans::No, N, in, out_pp, 1.0f, dyb, out_pp, w_bf16_.data(), in, 0.0f, dx, in);
+  w_bf16_.backward_data(dyb, N, dx);
   if (!sequence_parallel()) reduce = copy_to_tp_backward_async(tp_, std::span<float>(dx, size_t(N * in)));
   gemm_bf16(Trans::Yes, Trans::No, out_pp, in, N, 1.0f, dyb, out_pp, xb, in, 1.0f, weight.grad.f32(), in);
   if (sequence_parallel())

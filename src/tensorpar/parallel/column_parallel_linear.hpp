@@ -98,7 +98,8 @@ class ColumnParallelLinear {
   Tensor gather_scratch_;  // (t, max_tokens, out_pp) for gather_output
   Tensor local_out_;       // (max_tokens, out_pp) for gather_output
   // bf16 mode: the input (kept for dW), the weight (kept for dX) and the output gradient
-  Bf16Operand x_bf16_, w_bf16_, dy_bf16_;
+  Bf16Operand x_bf16_, dy_bf16_;
+  Bf16Weight w_bf16_;
   QuantizedWeight qweight_;  // inference with quantized weights; empty otherwise
 };
 

@@ -19,7 +19,7 @@ RowParallelLinear::RowParallelLinear(ProcessGroup& tp, const RowParallelOptions&
                            options_.alloc == ParameterAlloc::Training ? ParameterAlloc::Training : ParameterAlloc::Inference);
   if (options_.precision == Precision::BF16 && options_.alloc != ParameterAlloc::Deferred) {
     x_bf16_ = share_with ? share_with->x_bf16_.view() : Bf16Operand(max_tokens, in_per_partition_);
-    w_bf16_ = Bf16Operand(options_.out_features, in_per_partition_);
+    w_bf16_ = Bf16Weight(options_.out_features, in_per_partition_, max_tokens);
     dy_bf16_ = share_with ? share_with->dy_bf16_.view() : Bf16Operand(max_tokens, options_.out_features);
   }
   if (!options_.input_is_parallel && tp.size() > 1) {
@@ -66,8 +66,8 @@ void RowParallelLinear::forward_gemm(float* out, const float* x, int64_t ld_x, c
   } else if (weight.value.empty()) {
     throw ConfigError(fmt::format("{}: the weight was never loaded", options_.name));
   } else if (options_.precision == Precision::BF16) {
-    const bf16* wb = w_bf16_.load(weight.value.f32(), out_f, in_pp, in_pp);
-    gemm_bf16(Trans::No, Trans::Yes, N, out_f, in_pp, 1.0f, xb, in_pp, wb, in_pp, 0.0f, y, out_f);
+    w_bf16_.load(weight.value.f32(), N);
+    w_bf16_.forward(xb, N, y);
   } else {
     gemm(Trans::No, Trans::Yes, N, out_f, in_pp, 1.0f, x, ld_x, weight.value.f32(), in_pp, 0.0f, y, out_f);
   }
@@ -88,7 +88,7 @@ void RowParallelLinear::quantize(WeightFormat format) {
   qweight_ = quantize_weight(format, weight.value.f32(), options_.out_features, in_per_partition_);
   weight.value = Tensor();  // keep only the quantized copy
   weight.grad = Tensor();
-  w_bf16_ = Bf16Operand();
+  w_bf16_ = Bf16Weight();
 }
 
 void RowParallelLinear::check_quantizable(WeightFormat format) const {
@@ -106,7 +106,7 @@ void RowParallelLinear::install_quantized(QuantizedWeight q) {
   qweight_ = std::move(q);
   weight.value = Tensor();
   weight.grad = Tensor();
-  w_bf16_ = Bf16Operand();
+  w_bf16_ = Bf16Weight();
 }
 
 void RowParallelLinear::keep_input(const float* inp, int64_t N) {
@@ -134,7 +134,7 @@ void RowParallelLinear::backward(float* dinp, const float* dout, const float* in
   // dA_i (out, in_pp) += dY^T (out, N) · X_i (N, in_pp)
   if (options_.precision == Precision::BF16) {
     const bf16* dyb = dy_bf16_.load(dout, N, out_f, out_f);
-    gemm_bf16(Trans::No, Trans::No, N, in_pp, out_f, 1.0f, dyb, out_f, w_bf16_.data(), in_pp, 0.0f, dx, in_pp);
+    w_bf16_.backward_data(dyb, N, dx);
     gemm_bf16(Trans::Yes, Trans::No, out_f, in_pp, N, 1.0f, dyb, out_f, x_bf16_.data(), in_pp, 1.0f,
               weight.grad.f32(), in_pp);
   } else {

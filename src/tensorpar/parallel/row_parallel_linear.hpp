@@ -90,7 +90,8 @@ class RowParallelLinear {
   int64_t in_per_partition_ = 0;
   int64_t max_tokens_ = 0;
   Tensor dinp_local_, gather_scratch_;  // only when !input_is_parallel
-  Bf16Operand x_bf16_, w_bf16_, dy_bf16_;  // bf16 mode, as in ColumnParallelLinear
+  Bf16Operand x_bf16_, dy_bf16_;  // bf16 mode, as in ColumnParallelLinear
+  Bf16Weight w_bf16_;
   QuantizedWeight qweight_;  // inference with quantized weights; empty otherwise
 };
 
