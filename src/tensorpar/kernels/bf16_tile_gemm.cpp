@@ -27,18 +27,26 @@ template <int MR, int NV>
 TP_BF16_TARGET void tile(int64_t kp, float alpha, const uint32_t* a, int64_t a_row, int64_t a_pair,
                          const uint32_t* b, int64_t ldb, float beta, float* c, int64_t ldc, __mmask16 last) {
   __m512 acc[MR][NV];
+  // Unrolled by pragma, not left to -O3: the accumulators must live in registers.
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
   for (int64_t p = 0; p < kp; ++p) {
     __m512bh bv[NV];
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) bv[v] = (__m512bh)_mm512_loadu_si512(b + p * ldb + 16 * v);
+#pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const __m512bh av = (__m512bh)_mm512_set1_epi32(int(a[r * a_row + p * a_pair]));
+#pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);
     }
   }
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 8
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
       const __mmask16 mask = v == NV - 1 ? last : __mmask16(0xffff);
       float* cp = c + r * ldc + 16 * v;
