@@ -152,7 +152,10 @@ Reply complete(int port, const json& body, int disconnect_after_events = -1) {
       return true;
     };
   auto res = client.send(req);
-  if (!res) return r;
+  if (!res) {  // status stays 0; say why for the failure message
+    r.text = "no reply: " + httplib::to_string(res.error());
+    return r;
+  }
   r.status = res->status;
   if (!stream && r.status == 200) {
     const json j = json::parse(raw);

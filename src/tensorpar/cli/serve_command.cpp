@@ -14,6 +14,7 @@
 // is ignored: rank 0 decides.
 #include <httplib.h>
 #include <nlohmann/json.hpp>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
@@ -40,6 +41,9 @@ namespace {
 
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
+
+// Connections the kernel queues for the accept thread (the kernel caps it at net.core.somaxconn).
+constexpr int kListenBacklog = 512;
 
 // SIGINT/SIGTERM stay blocked (cli/stop_signals.hpp) and rank 0's main thread polls them here
 bool stop_requested() { return take_stop_signal() != 0; }
@@ -561,11 +565,17 @@ void add_serve_command(CLI::App& app, Runner& run) {
         add_routes(server, hub);
         // httplib's default also sets SO_REUSEPORT, with which a second server on a busy port starts
         // silently and steals half the connections; keep only SO_REUSEADDR (restart over TIME_WAIT)
-        server.set_socket_options([](socket_t sock) {
+        socket_t listening = INVALID_SOCKET;
+        server.set_socket_options([&listening](socket_t sock) {
           int yes = 1;
           setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+          listening = sock;
         });
         port = o->port == 0 ? server.bind_to_any_port(o->host) : (server.bind_to_port(o->host, o->port) ? o->port : -1);
+        // Debian's compiled httplib listens with a backlog of 5: a burst of more clients overflows the
+        // accept queue and some of them lose their first request (seen with 16 at once on a busy
+        // machine). Listening again on the bound socket only raises the backlog (Linux).
+        if (port >= 0 && listening != INVALID_SOCKET) ::listen(listening, kListenBacklog);
         if (port < 0)
           error = fmt::format("cannot listen on {}:{} (in use, or not an address of this machine); pick another --port",
                               o->host, o->port);
