@@ -178,13 +178,15 @@ namespace tensorpar {
 namespace {
 
 // The pre-packed weight path equals gemm_bf16 on the same rounded weight, bit for bit (the same
-// kernels read B from a different layout), for both GEMMs of a linear layer; after the weight
+// kernels read B from a different layout), for both GEMMs of a linear layer, and with the bias added
+// inside the forward GEMM equals the sum added after it; after the weight
 // changes, load() packs the new values; another token count takes the plain path.
 TEST(Bf16Weight, PackedGemmsEqualPlainGemmBf16AndFollowTheWeight) {
   const int64_t rows = 96, cols = 80, tokens = 70;  // sizes off the kernels' blocks on purpose
   auto w = testing::random_vector(size_t(rows * cols), 31);
   const auto x = random_bf16(size_t(tokens * cols), 32), dy = random_bf16(size_t(tokens * rows), 33);
-  Bf16Weight weight(rows, cols, tokens);
+  const auto bias = testing::random_vector(size_t(rows), 34);
+  Bf16Weight weight(rows, cols, tokens), biased(rows, cols, tokens, /*fused_bias=*/true);
   for (int version = 0; version < 2; ++version) {
     if (version == 1)
       for (float& v : w) v = -2.0f * v + 0.25f;
@@ -193,9 +195,15 @@ TEST(Bf16Weight, PackedGemmsEqualPlainGemmBf16AndFollowTheWeight) {
     for (int64_t n : {tokens, int64_t(13)}) {  // packed, then plain
       SCOPED_TRACE(::testing::Message() << "weight version " << version << ", " << n << " tokens");
       weight.load(w.data(), n);
+      biased.load(w.data(), n);
       std::vector<float> y(size_t(n * rows)), y_ref(y.size()), dx(size_t(n * cols)), dx_ref(dx.size());
+      std::vector<float> yb(y.size()), yb_ref(y.size());
       weight.forward(x.data(), n, y.data());
       gemm_bf16(Trans::No, Trans::Yes, n, rows, cols, 1.0f, x.data(), cols, wb.data(), cols, 0.0f, y_ref.data(), rows);
+      biased.forward(x.data(), n, yb.data(), bias.data());  // the bias inside the packed GEMM: y + bias
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < rows; ++j) yb_ref[size_t(i * rows + j)] = y_ref[size_t(i * rows + j)] + bias[size_t(j)];
+      EXPECT_EQ(yb, yb_ref);
       weight.backward_data(dy.data(), n, dx.data());
       gemm_bf16(Trans::No, Trans::No, n, cols, rows, 1.0f, dy.data(), rows, wb.data(), cols, 0.0f, dx_ref.data(), cols);
       EXPECT_EQ(y, y_ref);

@@ -158,14 +158,14 @@ void gemm_bf16(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, fl
 
 struct PackedBf16Gemm::State {
   int64_t M = 0;
-  bool packed = false;
-  dnnl::memory::desc a, b_plain, c;
+  bool packed = false, with_bias = false;
+  dnnl::memory::desc a, b_plain, c, bias;
   dnnl::matmul prim;
   dnnl::memory b_packed;
   dnnl::reorder repack;
 };
 
-PackedBf16Gemm::PackedBf16Gemm(Trans trans_b, int64_t M, int64_t N, int64_t K, int64_t ldb) {
+PackedBf16Gemm::PackedBf16Gemm(Trans trans_b, int64_t M, int64_t N, int64_t K, int64_t ldb, bool with_bias) {
   check_args(Trans::No, trans_b, M, N, K, K, ldb, N);
   TP_CHECK(M > 0 && N > 0 && K > 0, ShapeError, "PackedBf16Gemm: empty problem M={} N={} K={}", M, N, K);
   auto s = std::make_shared<State>();
@@ -175,10 +175,13 @@ PackedBf16Gemm::PackedBf16Gemm(Trans trans_b, int64_t M, int64_t N, int64_t K, i
   s->b_plain = dnnl::memory::desc({K, N}, dt::bf16,
                                   trans_b == Trans::Yes ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
   s->c = dnnl::memory::desc({M, N}, dt::f32, dnnl::memory::dims{N, 1});
+  s->with_bias = with_bias;
+  if (with_bias) s->bias = dnnl::memory::desc({1, N}, dt::f32, dnnl::memory::dims{N, 1});
   try {
     // format_tag::any: the matmul picks B's layout (its kernels' blocked one), which pack() produces
     const dnnl::memory::desc b_any({K, N}, dt::bf16, dnnl::memory::format_tag::any);
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(s->a, b_any, s->c), rt.engine);
+    const dnnl::matmul::primitive_desc pd(
+        with_bias ? dnnl::matmul::desc(s->a, b_any, s->bias, s->c) : dnnl::matmul::desc(s->a, b_any, s->c), rt.engine);
     s->prim = dnnl::matmul(pd);
     s->b_packed = dnnl::memory(pd.weights_desc(), rt.engine);
     s->repack = dnnl::reorder(dnnl::reorder::primitive_desc(rt.engine, s->b_plain, rt.engine, pd.weights_desc()));
@@ -203,13 +206,19 @@ void PackedBf16Gemm::pack(const bf16* B) {
   state_->packed = true;
 }
 
-void PackedBf16Gemm::run(const bf16* A, float* C) const {
+void PackedBf16Gemm::run(const bf16* A, float* C, const float* bias) const {
   TP_PROFILE_SCOPE("gemm bf16 (all)");
   TP_CHECK(state_ && state_->packed, ConfigError, "PackedBf16Gemm::run before pack()");
+  TP_CHECK((bias != nullptr) == state_->with_bias, ConfigError,
+           "PackedBf16Gemm::run: the GEMM was built {} a bias and run {} one", state_->with_bias ? "with" : "without",
+           bias ? "with" : "without");
   Runtime& rt = runtime();
   dnnl::memory a(state_->a, rt.engine, const_cast<bf16*>(A));
   dnnl::memory c(state_->c, rt.engine, C);
-  state_->prim.execute(rt.stream, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, state_->b_packed}, {DNNL_ARG_DST, c}});
+  std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, state_->b_packed}, {DNNL_ARG_DST, c}};
+  if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(state_->bias, rt.engine, const_cast<float*>(bias)));
+  state_->prim.execute(rt.stream, args);
   rt.stream.wait();
 }
 

@@ -28,11 +28,12 @@ void gemm_bf16(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, fl
 class PackedBf16Gemm {
  public:
   PackedBf16Gemm() = default;
-  PackedBf16Gemm(Trans trans_b, int64_t M, int64_t N, int64_t K, int64_t ldb);
+  // with_bias: run() takes a bias (N), added to every row of C inside the GEMM
+  PackedBf16Gemm(Trans trans_b, int64_t M, int64_t N, int64_t K, int64_t ldb, bool with_bias = false);
   bool empty() const { return !state_; }
   int64_t rows() const;  // M
   void pack(const bf16* B);
-  void run(const bf16* A, float* C) const;  // after pack()
+  void run(const bf16* A, float* C, const float* bias = nullptr) const;  // after pack(); bias iff with_bias
   int64_t bytes() const;                    // of the packed B
 
  private:

@@ -1,5 +1,6 @@
 #include "tensorpar/kernels/matmul.hpp"
 
+#include "tensorpar/kernels/elementwise.hpp"
 #include "tensorpar/kernels/gemm_bf16.hpp"
 
 namespace tensorpar {
@@ -26,24 +27,26 @@ const bf16* Bf16Operand::load(const float* src, int64_t rows, int64_t cols, int6
   return dst;
 }
 
-Bf16Weight::Bf16Weight(int64_t rows, int64_t cols, int64_t packed_tokens)
-    : plain_(rows, cols), rows_(rows), cols_(cols), packed_tokens_(packed_tokens) {}
+Bf16Weight::Bf16Weight(int64_t rows, int64_t cols, int64_t packed_tokens, bool fused_bias)
+    : plain_(rows, cols), rows_(rows), cols_(cols), packed_tokens_(packed_tokens), fused_bias_(fused_bias) {}
 
 void Bf16Weight::load(const float* w, int64_t tokens) {
   const bf16* wb = plain_.load(w, rows_, cols_, cols_);
   packed_ = tokens == packed_tokens_ && tokens > 0;
   if (!packed_) return;
   if (forward_.empty()) {  // the first step: allocated once
-    forward_ = PackedBf16Gemm(Trans::Yes, tokens, rows_, cols_, cols_);
+    forward_ = PackedBf16Gemm(Trans::Yes, tokens, rows_, cols_, cols_, fused_bias_);
     backward_ = PackedBf16Gemm(Trans::No, tokens, cols_, rows_, cols_);
   }
   forward_.pack(wb);
   backward_.pack(wb);
 }
 
-void Bf16Weight::forward(const bf16* x, int64_t tokens, float* y) const {
-  if (packed_ && tokens == packed_tokens_) return forward_.run(x, y);
+void Bf16Weight::forward(const bf16* x, int64_t tokens, float* y, const float* bias) const {
+  TP_CHECK(!bias || fused_bias_, ConfigError, "Bf16Weight::forward: a bias for a weight built without fused_bias");
+  if (packed_ && tokens == packed_tokens_) return forward_.run(x, y, bias);
   gemm_bf16(Trans::No, Trans::Yes, tokens, rows_, cols_, 1.0f, x, cols_, plain_.data(), cols_, 0.0f, y, rows_);
+  if (bias) add_bias(y, bias, tokens, rows_);
 }
 
 void Bf16Weight::backward_data(const bf16* dy, int64_t tokens, float* dx) const {

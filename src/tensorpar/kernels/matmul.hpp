@@ -45,10 +45,12 @@ class Bf16Operand {
 class Bf16Weight {
  public:
   Bf16Weight() = default;
-  Bf16Weight(int64_t rows, int64_t cols, int64_t packed_tokens);
+  // fused_bias: the packed forward GEMM adds the bias (one pass over y fewer)
+  Bf16Weight(int64_t rows, int64_t cols, int64_t packed_tokens, bool fused_bias = false);
   void load(const float* w, int64_t tokens);
-  // y (tokens, rows) = x (tokens, cols) W^T, for the tokens of the last load()
-  void forward(const bf16* x, int64_t tokens, float* y) const;
+  // y (tokens, rows) = x (tokens, cols) W^T (+ bias (rows) on every row if given), for the tokens of
+  // the last load()
+  void forward(const bf16* x, int64_t tokens, float* y, const float* bias = nullptr) const;
   // dx (tokens, cols) = dy (tokens, rows) W, for the tokens of the last load()
   void backward_data(const bf16* dy, int64_t tokens, float* dx) const;
   int64_t bytes() const { return plain_.bytes() + forward_.bytes() + backward_.bytes(); }
@@ -56,6 +58,7 @@ class Bf16Weight {
  private:
   Bf16Operand plain_;
   int64_t rows_ = 0, cols_ = 0, packed_tokens_ = 0;
+  bool fused_bias_ = false;
   bool packed_ = false;  // the last load() packed
   PackedBf16Gemm forward_, backward_;
 };

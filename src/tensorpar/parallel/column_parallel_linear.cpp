@@ -25,7 +25,7 @@ ColumnParallelLinear::ColumnParallelLinear(ProcessGroup& tp, const ColumnParalle
   if (options_.precision == Precision::BF16 && options_.alloc != ParameterAlloc::Deferred) {
     if (!sequence_parallel())
       x_bf16_ = share_with ? share_with->x_bf16_.view() : Bf16Operand(max_tokens, options_.in_features);
-    w_bf16_ = Bf16Weight(out_per_partition_, options_.in_features, max_tokens);
+    w_bf16_ = Bf16Weight(out_per_partition_, options_.in_features, max_tokens, options_.bias);
     dy_bf16_ = share_with ? share_with->dy_bf16_.view() : Bf16Operand(max_tokens, out_per_partition_);
   }
   if (options_.gather_output && tp.size() > 1) {
@@ -61,11 +61,12 @@ void ColumnParallelLinear::forward(float* out, const float* inp, int64_t N) {
   } else if (options_.precision == Precision::BF16) {
     const bf16* xb = (sequence_parallel() ? options_.workspace->gathered_bf16 : x_bf16_).load(x, N, in, in);
     w_bf16_.load(weight.value.f32(), N);
-    w_bf16_.forward(xb, N, y);
+    w_bf16_.forward(xb, N, y, options_.bias ? bias.value.f32() : nullptr);  // the bias inside the GEMM
   } else {
     gemm(Trans::No, Trans::Yes, N, out_pp, in, 1.0f, x, in, weight.value.f32(), in, 0.0f, y, out_pp);
   }
-  if (options_.bias) add_bias(y, bias.value.f32(), N, out_pp);
+  if (options_.bias && (options_.precision != Precision::BF16 || !qweight_.empty()))
+    add_bias(y, bias.value.f32(), N, out_pp);
   if (gather) gather_from_tp_forward(tp_, out, y, N, out_pp, gather_scratch_.f32());
 }
 
