@@ -5,6 +5,7 @@ import json, sys
 
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 out = sys.argv[2]
+precision = rows[0].get("precision", "f32") if rows else "f32"
 
 def attention_shares(r):
     """(time share of the attention core, its share of the FLOPs the causal kernel computes)."""
@@ -16,13 +17,17 @@ def attention_shares(r):
     total = 6.0 * r["parameters"] + attn
     return core / r["step_seconds"], attn / total
 
+def mfu(r):
+    """MFU against the peak of the run's precision (bf16 runs: the bf16 peak)."""
+    return r["mfu_bf16"] if r.get("mfu_bf16") else r["mfu"]
+
 def table(kind, key, label):
-    print(f"\n| {label} | batch | tokens/s | MFU | peak RSS/rank | activations/layer/rank (measured, formula) | attention time share | attention FLOP share |")
+    print(f"\n| {label} | batch | tokens/s | MFU (of its precision's peak) | peak RSS/rank | activations/layer/rank (measured, formula) | attention time share | attention FLOP share |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["sweep"] != kind: continue
         t, f = attention_shares(r)
-        print(f"| {r[key]} | {r['batch']} | {r['tokens_per_s']:.0f} | {100 * r['mfu']:.1f}% | {r['peak_rss_mb']:.0f} MB | "
+        print(f"| {r[key]} | {r['batch']} | {r['tokens_per_s']:.0f} | {100 * mfu(r):.1f}% | {r['peak_rss_mb']:.0f} MB | "
               f"{r['activation_bytes_per_layer'] / 1e6:.1f} MB, {r['activation_bytes_per_layer_formula'] / 1e6:.1f} MB | "
               f"{100 * t:.1f}% | {100 * f:.1f}% |")
 
@@ -62,7 +67,7 @@ table("width", "hidden", "width")
 seq = [r for r in rows if r["sweep"] == "seq"]
 if len(seq) > 1:
     xs = [r["seq"] for r in seq]
-    svg(f"{out}/sweep_seq.svg", "TP=2, 4096 tokens per step: cost as the sequence grows", "sequence length", xs,
+    svg(f"{out}/sweep_seq.svg", f"{precision} TP=2, 4096 tokens per step: cost as the sequence grows", "sequence length", xs,
         [("tokens/s", "#1f77b4", [r["tokens_per_s"] for r in seq], "left"),
          ("peak RSS per rank, MB", "#2ca02c", [r["peak_rss_mb"] for r in seq], "right"),
          ("attention time share x 1000", "#d62728", [1000 * attention_shares(r)[0] for r in seq], "left"),
@@ -70,8 +75,8 @@ if len(seq) > 1:
 width = [r for r in rows if r["sweep"] == "width"]
 if len(width) > 1:
     xs = [r["hidden"] for r in width]
-    svg(f"{out}/sweep_width.svg", "TP=2, 2048 tokens per step: cost as the width grows", "hidden size", xs,
+    svg(f"{out}/sweep_width.svg", f"{precision} TP=2, 2048 tokens per step: cost as the width grows", "hidden size", xs,
         [("tokens/s", "#1f77b4", [r["tokens_per_s"] for r in width], "left"),
-         ("MFU x 1000", "#9467bd", [1000 * r["mfu"] for r in width], "left"),
+         ("MFU x 1000", "#9467bd", [1000 * mfu(r) for r in width], "left"),
          ("peak RSS per rank, MB", "#2ca02c", [r["peak_rss_mb"] for r in width], "right")], log2x=False)
 print(f"\nplots: {out}/sweep_seq.svg, {out}/sweep_width.svg")
