@@ -126,14 +126,7 @@ void attention_backward(float* dqkv, const float* dout, const float* out, const 
       const float* L = lse + (b * H + h) * T;
       for (int64_t i0 = 0; i0 < T; i0 += kBlockQ) {
         const int64_t nq = std::min(kBlockQ, T - i0);
-        for (int64_t i = 0; i < nq; ++i) {  // D_i = rowsum(dO_i * O_i)
-          const float* o = O + (i0 + i) * ldo;
-          const float* dout_i = dO + (i0 + i) * ldo;
-          float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-          for (int64_t c = 0; c < hd; ++c) s += o[c] * dout_i[c];
-          D[i] = s;
-        }
+        detail::output_grad_dots(D, O + i0 * ldo, dO + i0 * ldo, ldo, nq, hd);
         const int64_t key_end = i0 + nq;
         for (int64_t k0 = 0; k0 < key_end; k0 += kBlockK) {
           const int64_t nk = std::min(kBlockK, key_end - k0);

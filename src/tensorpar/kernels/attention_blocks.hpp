@@ -94,6 +94,18 @@ inline void online_softmax_row(float* s, int64_t nk, int64_t valid, float& m, fl
   m = mx;
 }
 
+// D_i = rowsum(dO_i * O_i) for `rows` query rows (row stride ld): the softmax backward's per-row term.
+inline void output_grad_dots(float* D, const float* O, const float* dO, int64_t ld, int64_t rows, int64_t hd) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* o = O + i * ld;
+    const float* d = dO + i * ld;
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t c = 0; c < hd; ++c) s += o[c] * d[c];
+    D[i] = s;
+  }
+}
+
 // One query row of the backward: p holds the scaled scores, dp = dO V^T. They become P = exp(s - lse)
 // and dS = P * (dP - D), masked entries (j >= valid, valid clamped to [0, nk]) 0.
 inline void softmax_backward_row(float* p, float* dp, int64_t nk, int64_t valid, float lse, float d) {
