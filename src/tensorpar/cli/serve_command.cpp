@@ -557,6 +557,7 @@ void add_serve_command(CLI::App& app, Runner& run) {
       if (name.empty()) name = std::filesystem::path(o->model).parent_path().filename().string();
       Hub hub(config, tokenizer.get(), name, config.max_seq);
       httplib::Server server;
+      socket_t listening = INVALID_SOCKET;  // the server's socket, seen when httplib sets its options
       std::thread http;
       std::string error;
       int port = o->port;
@@ -565,7 +566,6 @@ void add_serve_command(CLI::App& app, Runner& run) {
         add_routes(server, hub);
         // httplib's default also sets SO_REUSEPORT, with which a second server on a busy port starts
         // silently and steals half the connections; keep only SO_REUSEADDR (restart over TIME_WAIT)
-        socket_t listening = INVALID_SOCKET;
         server.set_socket_options([&listening](socket_t sock) {
           int yes = 1;
           setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));

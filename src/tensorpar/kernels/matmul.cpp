@@ -33,13 +33,13 @@ Bf16Weight::Bf16Weight(int64_t rows, int64_t cols, int64_t packed_tokens, bool f
 void Bf16Weight::load(const float* w, int64_t tokens) {
   const bf16* wb = plain_.load(w, rows_, cols_, cols_);
   packed_ = tokens == packed_tokens_ && tokens > 0;
+  backward_packed_ = false;
   if (!packed_) return;
   if (forward_.empty()) {  // the first step: allocated once
     forward_ = PackedBf16Gemm(Trans::Yes, tokens, rows_, cols_, cols_, fused_bias_);
     backward_ = PackedBf16Gemm(Trans::No, tokens, cols_, rows_, cols_);
   }
   forward_.pack(wb);
-  backward_.pack(wb);
 }
 
 void Bf16Weight::forward(const bf16* x, int64_t tokens, float* y, const float* bias) const {
@@ -49,8 +49,12 @@ void Bf16Weight::forward(const bf16* x, int64_t tokens, float* y, const float* b
   if (bias) add_bias(y, bias, tokens, rows_);
 }
 
-void Bf16Weight::backward_data(const bf16* dy, int64_t tokens, float* dx) const {
-  if (packed_ && tokens == packed_tokens_) return backward_.run(dy, dx);
+void Bf16Weight::backward_data(const bf16* dy, int64_t tokens, float* dx) {
+  if (packed_ && tokens == packed_tokens_) {
+    if (!backward_packed_) backward_.pack(plain_.data());
+    backward_packed_ = true;
+    return backward_.run(dy, dx);
+  }
   gemm_bf16(Trans::No, Trans::No, tokens, cols_, rows_, 1.0f, dy, rows_, plain_.data(), cols_, 0.0f, dx, cols_);
 }
 

@@ -39,9 +39,10 @@ class Bf16Operand {
 
 // The bf16 copy of a linear layer's weight W (rows x cols, row-major) for the two GEMMs that read it in
 // a step: Y = X W^T (forward) and dX = dY W (backward). load() rounds W (once per forward) and, when
-// it runs on the token count the layer was built for, also packs it for both GEMMs (PackedBf16Gemm),
-// so neither repacks W inside every call: 4-8% faster GEMMs at gpt-bench's shapes, for a repack of
-// ~1.5% of their time. Other token counts run gemm_bf16 on the rounded copy.
+// it runs on the token count the layer was built for, packs it for the forward GEMM; the first
+// backward_data() after it packs it for the dX GEMM (a forward-only pass, validation, packs nothing
+// it does not use). Neither GEMM repacks W inside every call: 4-8% faster GEMMs at gpt-bench's
+// shapes, for a repack of ~1.5% of their time. Other token counts run gemm_bf16 on the rounded copy.
 class Bf16Weight {
  public:
   Bf16Weight() = default;
@@ -52,14 +53,15 @@ class Bf16Weight {
   // the last load()
   void forward(const bf16* x, int64_t tokens, float* y, const float* bias = nullptr) const;
   // dx (tokens, cols) = dy (tokens, rows) W, for the tokens of the last load()
-  void backward_data(const bf16* dy, int64_t tokens, float* dx) const;
+  void backward_data(const bf16* dy, int64_t tokens, float* dx);
   int64_t bytes() const { return plain_.bytes() + forward_.bytes() + backward_.bytes(); }
 
  private:
   Bf16Operand plain_;
   int64_t rows_ = 0, cols_ = 0, packed_tokens_ = 0;
   bool fused_bias_ = false;
-  bool packed_ = false;  // the last load() packed
+  bool packed_ = false;           // the last load() packed the forward layout
+  bool backward_packed_ = false;  // the dX layout holds the weight of the last load()
   PackedBf16Gemm forward_, backward_;
 };
 

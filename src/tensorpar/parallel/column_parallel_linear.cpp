@@ -54,6 +54,7 @@ void ColumnParallelLinear::forward(float* out, const float* inp, int64_t N) {
   float* y = gather ? local_out_.f32() : out;
   const float* x = whole_input(inp, N);  // sequence parallel: all-gather the tokens
   // Y_i (N, out_pp) = X (N, in) · A_i^T, A_i (out_pp, in)
+  bool bias_added = false;
   if (!qweight_.empty()) {
     quantized_matmul(y, x, in, qweight_, N);
   } else if (weight.value.empty()) {
@@ -62,11 +63,11 @@ void ColumnParallelLinear::forward(float* out, const float* inp, int64_t N) {
     const bf16* xb = (sequence_parallel() ? options_.workspace->gathered_bf16 : x_bf16_).load(x, N, in, in);
     w_bf16_.load(weight.value.f32(), N);
     w_bf16_.forward(xb, N, y, options_.bias ? bias.value.f32() : nullptr);  // the bias inside the GEMM
+    bias_added = true;
   } else {
     gemm(Trans::No, Trans::Yes, N, out_pp, in, 1.0f, x, in, weight.value.f32(), in, 0.0f, y, out_pp);
   }
-  if (options_.bias && (options_.precision != Precision::BF16 || !qweight_.empty()))
-    add_bias(y, bias.value.f32(), N, out_pp);
+  if (options_.bias && !bias_added) add_bias(y, bias.value.f32(), N, out_pp);
   if (gather) gather_from_tp_forward(tp_, out, y, N, out_pp, gather_scratch_.f32());
 }
 
