@@ -7,12 +7,16 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
+#include <tuple>
 #include <vector>
 
 #include "tensorpar/kernels/activations.hpp"
 #include "tensorpar/kernels/attention.hpp"
 #include "tensorpar/kernels/cross_entropy.hpp"
+#include "tensorpar/kernels/elementwise.hpp"
+#include "tensorpar/kernels/gemm_bf16.hpp"
 #include "tensorpar/kernels/layernorm.hpp"
 #include "tensorpar/kernels/rmsnorm.hpp"
 #include "test_util.hpp"
@@ -124,6 +128,46 @@ TEST(Threads, CrossEntropyAndActivationsEqualOneThread) {
   EXPECT_TRUE(all_close(dlogits[1], dlogits[0], kUlps, 1e-9));
   EXPECT_TRUE(all_close(g[1], g[0], kUlps, 1e-7));
   EXPECT_TRUE(all_close(dg[1], dg[0], kUlps, 1e-7));
+}
+
+
+// These split the elements (or, for bias_backward, the columns) so that each output is computed by
+// the same instructions on whichever thread: bit-identical to one thread, with 2, 3 and 4 threads, at
+// sizes whose thread ranges end mid-vector. sum_of_squares adds fixed ranges in a fixed order, so it
+// too must not depend on the thread count.
+TEST(Threads, ElementwiseAndBf16ConversionAreBitIdenticalToOneThread) {
+  const int64_t N = 131, C = 1003;  // N*C = 131k: above the 2^16 threshold; C not a multiple of 16
+  const auto x = random_vector(size_t(N * C), 10, 2.0f), bias = random_vector(size_t(C), 11);
+  auto run = [&](int threads) {
+    std::vector<float> y = random_vector(size_t(N * C), 12), db = random_vector(size_t(C), 13);
+    std::vector<bf16> xb(size_t(N * C) + 1, bf16{0x7fc1});  // one past the end: must stay untouched
+    std::vector<float> back(size_t(N * C));
+    double squares = 0;
+    with_threads(threads, [&] {
+      add_bias(y.data(), bias.data(), N, C);
+      add_inplace(y.data(), x.data(), N * C);
+      scale_inplace(y.data(), 0.75f, N * C);
+      bias_backward(db.data(), y.data(), N, C);
+      convert_f32_to_bf16(xb.data(), x.data(), N * C);
+      convert_bf16_to_f32(back.data(), xb.data(), N * C);
+      squares = sum_of_squares(y.data(), N * C - 5);
+    });
+    return std::tuple{y, db, xb, back, squares};
+  };
+  const auto [y1, db1, xb1, back1, sq1] = run(1);
+  double reference = 0;
+  for (int64_t i = 0; i < N * C - 5; ++i) reference += double(y1[size_t(i)]) * y1[size_t(i)];
+  EXPECT_NEAR(sq1, reference, 1e-12 * reference);
+  EXPECT_EQ(xb1.back().bits, 0x7fc1);
+  for (int threads : {2, 3, 4}) {
+    const auto [y, db, xb, back, sq] = run(threads);
+    EXPECT_EQ(y, y1) << threads << " threads";
+    EXPECT_EQ(db, db1) << threads << " threads";
+    EXPECT_TRUE(std::equal(xb.begin(), xb.end(), xb1.begin(), [](bf16 a, bf16 b) { return a.bits == b.bits; }))
+        << threads << " threads";
+    EXPECT_EQ(back, back1) << threads << " threads";
+    EXPECT_EQ(sq, sq1) << threads << " threads";
+  }
 }
 
 }  // namespace

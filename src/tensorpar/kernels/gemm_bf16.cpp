@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "tensorpar/core/error.hpp"
+#include "tensorpar/core/thread_chunk.hpp"
 
 namespace tensorpar {
 
@@ -130,6 +131,8 @@ __attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl"))) void convert_f32
   }
 }
 
+constexpr int64_t kConvertParallelMin = int64_t(1) << 16;  // below this, a fork costs more than the pass
+
 }  // namespace
 
 void gemm_bf16(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A,
@@ -236,15 +239,24 @@ int64_t gemm_bf16_cache_size() {
 
 void convert_f32_to_bf16(bf16* dst, const float* src, int64_t n) {
   if (n <= 0) return;
-  if (has_avx512_bf16()) {
-    convert_f32_to_bf16_avx512(dst, src, n);
-    return;
+  const bool vector = has_avx512_bf16();
+  // A memory-bound pass: one thread leaves the rank's other cores idle when it runs on several.
+  // Chunks of whole 32-value vectors per thread; each value is converted alone, so the split does
+  // not change the result.
+#pragma omp parallel if (n >= kConvertParallelMin)
+  {
+    const auto [begin, end] = thread_chunk(n, 32);
+    if (vector) {
+      convert_f32_to_bf16_avx512(dst + begin, src + begin, end - begin);
+    } else {
+      for (int64_t i = begin; i < end; ++i) dst[i] = float_to_bf16(src[i]);
+    }
   }
-  for (int64_t i = 0; i < n; ++i) dst[i] = float_to_bf16(src[i]);
 }
 
 void convert_bf16_to_f32(float* dst, const bf16* src, int64_t n) {
   // A shift: the compiler vectorises this (vpmovzxwd + vpslld) for whatever ISA we build for.
+#pragma omp parallel for simd schedule(static) if (n >= kConvertParallelMin)
   for (int64_t i = 0; i < n; ++i) dst[i] = std::bit_cast<float>(uint32_t(src[i].bits) << 16);
 }
 
