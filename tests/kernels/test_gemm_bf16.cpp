@@ -6,6 +6,7 @@
 #include <bit>
 #include <cmath>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #include "tensorpar/kernels/gemm_bf16.hpp"
@@ -211,6 +212,27 @@ TEST(Bf16Weight, PackedGemmsEqualPlainGemmBf16AndFollowTheWeight) {
     }
   }
   EXPECT_GE(weight.bytes(), int64_t(3 * rows * cols * 2)) << "the rounded copy and two packed copies";
+}
+
+
+// The weight gradient with X packed once per call equals gemm_bf16's dY^T X accumulated into dW, bit
+// for bit (the same kernels read X from a different layout), at sizes off the blocks and at a
+// gpt-bench-like shape, called twice (accumulates; the second call reuses the cached buffer with new X).
+TEST(WeightGradBf16, EqualsGemmBf16TransposedAndAccumulates) {
+  for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{96, 80, 70}, {37, 130, 9}, {384, 768, 512}}) {
+    SCOPED_TRACE(::testing::Message() << "M=" << M << " N=" << N << " K=" << K);
+    const auto dy = random_bf16(size_t(K * M), 41);
+    std::vector<float> dw = testing::random_vector(size_t(M * N), 42), dw_ref = dw;
+    for (uint32_t call = 0; call < 2; ++call) {
+      const auto x = random_bf16(size_t(K * N), 43 + call);
+      weight_grad_bf16(M, N, K, dy.data(), x.data(), dw.data());
+      gemm_bf16(Trans::Yes, Trans::No, M, N, K, 1.0f, dy.data(), M, x.data(), N, 1.0f, dw_ref.data(), N);
+      ASSERT_EQ(dw, dw_ref) << "call " << call;
+    }
+  }
+  std::vector<float> untouched(4, 1.5f);
+  weight_grad_bf16(2, 2, 0, nullptr, nullptr, untouched.data());  // no tokens: nothing added
+  EXPECT_EQ(untouched, std::vector<float>(4, 1.5f));
 }
 
 }  // namespace

@@ -225,6 +225,68 @@ void PackedBf16Gemm::run(const bf16* A, float* C, const float* bias) const {
   rt.stream.wait();
 }
 
+namespace {
+
+struct WeightGradEntry {
+  std::mutex mutex;  // the packed buffer is per shape: one call at a time uses it
+  dnnl::memory::desc dy, x_plain, dw;
+  dnnl::matmul prim;
+  dnnl::memory x_packed;
+  dnnl::reorder repack;
+};
+
+std::mutex g_weight_grad_mutex;
+std::unordered_map<Key, std::shared_ptr<WeightGradEntry>, KeyHash> g_weight_grad_cache;
+
+std::shared_ptr<WeightGradEntry> weight_grad_entry(int64_t M, int64_t N, int64_t K) {
+  const Key key{true, false, M, N, K, M, N, N, std::bit_cast<uint32_t>(1.0f), std::bit_cast<uint32_t>(1.0f)};
+  std::lock_guard lock(g_weight_grad_mutex);
+  auto it = g_weight_grad_cache.find(key);
+  if (it != g_weight_grad_cache.end()) return it->second;
+  auto e = std::make_shared<WeightGradEntry>();
+  Runtime& rt = runtime();
+  try {
+    e->dy = dnnl::memory::desc({M, K}, dt::bf16, dnnl::memory::dims{1, M});  // dY^T: dY read transposed
+    e->x_plain = dnnl::memory::desc({K, N}, dt::bf16, dnnl::memory::dims{N, 1});
+    e->dw = dnnl::memory::desc({M, N}, dt::f32, dnnl::memory::dims{N, 1});
+    dnnl::primitive_attr attr;
+    dnnl::post_ops ops;
+    ops.append_sum(1.0f);  // accumulate into dW
+    attr.set_post_ops(ops);
+    const dnnl::memory::desc x_any({K, N}, dt::bf16, dnnl::memory::format_tag::any);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(e->dy, x_any, e->dw), attr, rt.engine);
+    e->prim = dnnl::matmul(pd);
+    e->x_packed = dnnl::memory(pd.weights_desc(), rt.engine);
+    e->repack = dnnl::reorder(dnnl::reorder::primitive_desc(rt.engine, e->x_plain, rt.engine, pd.weights_desc()));
+  } catch (const dnnl::error& err) {
+    throw Error(fmt::format("oneDNN bf16 weight-gradient matmul cannot be created for M={} N={} K={}: {}", M, N, K,
+                            err.what()));
+  }
+  g_weight_grad_cache.emplace(key, e);
+  return e;
+}
+
+}  // namespace
+
+void weight_grad_bf16(int64_t M, int64_t N, int64_t K, const bf16* dy, const bf16* x, float* dw) {
+  TP_PROFILE_SCOPE("gemm bf16 (all)");
+  TP_CHECK(M >= 0 && N >= 0 && K >= 0, ShapeError, "weight_grad_bf16: negative size M={} N={} K={}", M, N, K);
+  if (M == 0 || N == 0 || K == 0) return;  // nothing to add
+  const std::shared_ptr<WeightGradEntry> e = weight_grad_entry(M, N, K);
+  Runtime& rt = runtime();
+  std::lock_guard lock(e->mutex);
+  dnnl::memory x_plain(e->x_plain, rt.engine, const_cast<bf16*>(x));
+  dnnl::memory dy_mem(e->dy, rt.engine, const_cast<bf16*>(dy));
+  dnnl::memory dw_mem(e->dw, rt.engine, dw);
+  try {
+    e->repack.execute(rt.stream, x_plain, e->x_packed);
+    e->prim.execute(rt.stream, {{DNNL_ARG_SRC, dy_mem}, {DNNL_ARG_WEIGHTS, e->x_packed}, {DNNL_ARG_DST, dw_mem}});
+    rt.stream.wait();
+  } catch (const dnnl::error& err) {
+    throw Error(fmt::format("oneDNN bf16 weight-gradient matmul failed for M={} N={} K={}: {}", M, N, K, err.what()));
+  }
+}
+
 std::string gemm_bf16_impl_name(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, int64_t lda,
                                 int64_t ldb, int64_t ldc, float alpha, float beta) {
   check_args(trans_a, trans_b, M, N, K, lda, ldb, ldc);

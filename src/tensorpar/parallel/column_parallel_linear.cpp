@@ -156,7 +156,7 @@ void ColumnParallelLinear::backward_bf16(float* dinp, const bf16* dyb, const flo
   Work reduce;
   w_bf16_.backward_data(dyb, N, dx);
   if (!sequence_parallel()) reduce = copy_to_tp_backward_async(tp_, std::span<float>(dx, size_t(N * in)));
-  gemm_bf16(Trans::Yes, Trans::No, out_pp, in, N, 1.0f, dyb, out_pp, xb, in, 1.0f, weight.grad.f32(), in);
+  weight_grad_bf16(out_pp, in, N, dyb, xb, weight.grad.f32());
   if (sequence_parallel())
     sequence_reduce_scatter(tp_, dinp, dx, N, in);
   else

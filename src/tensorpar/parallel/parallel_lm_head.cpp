@@ -108,8 +108,7 @@ void ParallelLmHead::backward(float* dx, const float* x, const int32_t* targets,
     const bf16* db = dlogits_bf16_.data();
     gemm_bf16(Trans::No, Trans::No, N, hidden_, V, 1.0f, db, V, w_bf16_.data(), hidden_, 0.0f, dx, hidden_);
     if (!sequence_parallel()) reduce = copy_to_tp_backward_async(tp_, std::span<float>(dx, size_t(N * hidden_)));
-    gemm_bf16(Trans::Yes, Trans::No, V, hidden_, N, 1.0f, db, V, x_bf16_.data(), hidden_, 1.0f, weight_.grad.f32(),
-              hidden_);
+    weight_grad_bf16(V, hidden_, N, db, x_bf16_.data(), weight_.grad.f32());
   } else {
     gemm(Trans::No, Trans::No, N, hidden_, V, 1.0f, dlogits, V, weight_.value.f32(), hidden_, 0.0f, dx, hidden_);
     if (!sequence_parallel()) reduce = copy_to_tp_backward_async(tp_, std::span<float>(dx, size_t(N * hidden_)));

@@ -135,8 +135,7 @@ void RowParallelLinear::backward(float* dinp, const float* dout, const float* in
   if (options_.precision == Precision::BF16) {
     const bf16* dyb = dy_bf16_.load(dout, N, out_f, out_f);
     w_bf16_.backward_data(dyb, N, dx);
-    gemm_bf16(Trans::Yes, Trans::No, out_f, in_pp, N, 1.0f, dyb, out_f, x_bf16_.data(), in_pp, 1.0f,
-              weight.grad.f32(), in_pp);
+    weight_grad_bf16(out_f, in_pp, N, dyb, x_bf16_.data(), weight.grad.f32());
   } else {
     gemm(Trans::No, Trans::No, N, in_pp, out_f, 1.0f, dout, out_f, weight.value.f32(), in_pp, 0.0f, dx, in_pp);
     gemm(Trans::Yes, Trans::No, out_f, in_pp, N, 1.0f, dout, out_f, x, ld_x, 1.0f, weight.grad.f32(), in_pp);
