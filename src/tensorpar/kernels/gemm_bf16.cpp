@@ -159,20 +159,40 @@ void gemm_bf16(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, fl
   }
 }
 
+namespace {
+
+// A matmul whose B operand the kernels read in their own blocked layout (format_tag::any), the
+// buffer for B in that layout, and the reorder that fills it from B's plain layout.
+struct PackedBMatmul {
+  dnnl::matmul prim;
+  dnnl::memory b_packed;
+  dnnl::reorder repack;
+};
+
+PackedBMatmul make_packed_b_matmul(const dnnl::memory::desc& a, const dnnl::memory::desc& b_plain,
+                                   const dnnl::memory::desc* bias, const dnnl::memory::desc& c,
+                                   const dnnl::primitive_attr& attr = {}) {
+  Runtime& rt = runtime();
+  const dnnl::memory::desc b_any(b_plain.dims(), dt::bf16, dnnl::memory::format_tag::any);
+  const dnnl::matmul::primitive_desc pd(bias ? dnnl::matmul::desc(a, b_any, *bias, c) : dnnl::matmul::desc(a, b_any, c),
+                                        attr, rt.engine);
+  return {dnnl::matmul(pd), dnnl::memory(pd.weights_desc(), rt.engine),
+          dnnl::reorder(dnnl::reorder::primitive_desc(rt.engine, b_plain, rt.engine, pd.weights_desc()))};
+}
+
+}  // namespace
+
 struct PackedBf16Gemm::State {
   int64_t M = 0;
   bool packed = false, with_bias = false;
   dnnl::memory::desc a, b_plain, c, bias;
-  dnnl::matmul prim;
-  dnnl::memory b_packed;
-  dnnl::reorder repack;
+  PackedBMatmul matmul;
 };
 
 PackedBf16Gemm::PackedBf16Gemm(Trans trans_b, int64_t M, int64_t N, int64_t K, int64_t ldb, bool with_bias) {
   check_args(Trans::No, trans_b, M, N, K, K, ldb, N);
   TP_CHECK(M > 0 && N > 0 && K > 0, ShapeError, "PackedBf16Gemm: empty problem M={} N={} K={}", M, N, K);
   auto s = std::make_shared<State>();
-  Runtime& rt = runtime();
   s->M = M;
   s->a = dnnl::memory::desc({M, K}, dt::bf16, dnnl::memory::dims{K, 1});
   s->b_plain = dnnl::memory::desc({K, N}, dt::bf16,
@@ -181,13 +201,8 @@ PackedBf16Gemm::PackedBf16Gemm(Trans trans_b, int64_t M, int64_t N, int64_t K, i
   s->with_bias = with_bias;
   if (with_bias) s->bias = dnnl::memory::desc({1, N}, dt::f32, dnnl::memory::dims{N, 1});
   try {
-    // format_tag::any: the matmul picks B's layout (its kernels' blocked one), which pack() produces
-    const dnnl::memory::desc b_any({K, N}, dt::bf16, dnnl::memory::format_tag::any);
-    const dnnl::matmul::primitive_desc pd(
-        with_bias ? dnnl::matmul::desc(s->a, b_any, s->bias, s->c) : dnnl::matmul::desc(s->a, b_any, s->c), rt.engine);
-    s->prim = dnnl::matmul(pd);
-    s->b_packed = dnnl::memory(pd.weights_desc(), rt.engine);
-    s->repack = dnnl::reorder(dnnl::reorder::primitive_desc(rt.engine, s->b_plain, rt.engine, pd.weights_desc()));
+    // the matmul picks B's layout (its kernels' blocked one), which pack() produces
+    s->matmul = make_packed_b_matmul(s->a, s->b_plain, with_bias ? &s->bias : nullptr, s->c);
   } catch (const dnnl::error& err) {
     throw Error(fmt::format("oneDNN pre-packed bf16 matmul cannot be created for M={} N={} K={}: {}", M, N, K,
                             err.what()));
@@ -197,14 +212,14 @@ PackedBf16Gemm::PackedBf16Gemm(Trans trans_b, int64_t M, int64_t N, int64_t K, i
 
 int64_t PackedBf16Gemm::rows() const { return state_ ? state_->M : 0; }
 
-int64_t PackedBf16Gemm::bytes() const { return state_ ? int64_t(state_->b_packed.get_desc().get_size()) : 0; }
+int64_t PackedBf16Gemm::bytes() const { return state_ ? int64_t(state_->matmul.b_packed.get_desc().get_size()) : 0; }
 
 void PackedBf16Gemm::pack(const bf16* B) {
   TP_PROFILE_SCOPE("gemm bf16 (all)");
   TP_CHECK(state_, ConfigError, "PackedBf16Gemm::pack on an empty object");
   Runtime& rt = runtime();
   dnnl::memory plain(state_->b_plain, rt.engine, const_cast<bf16*>(B));
-  state_->repack.execute(rt.stream, plain, state_->b_packed);
+  state_->matmul.repack.execute(rt.stream, plain, state_->matmul.b_packed);
   rt.stream.wait();
   state_->packed = true;
 }
@@ -219,9 +234,9 @@ void PackedBf16Gemm::run(const bf16* A, float* C, const float* bias) const {
   dnnl::memory a(state_->a, rt.engine, const_cast<bf16*>(A));
   dnnl::memory c(state_->c, rt.engine, C);
   std::unordered_map<int, dnnl::memory> args{
-      {DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, state_->b_packed}, {DNNL_ARG_DST, c}};
+      {DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, state_->matmul.b_packed}, {DNNL_ARG_DST, c}};
   if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(state_->bias, rt.engine, const_cast<float*>(bias)));
-  state_->prim.execute(rt.stream, args);
+  state_->matmul.prim.execute(rt.stream, args);
   rt.stream.wait();
 }
 
@@ -230,9 +245,7 @@ namespace {
 struct WeightGradEntry {
   std::mutex mutex;  // the packed buffer is per shape: one call at a time uses it
   dnnl::memory::desc dy, x_plain, dw;
-  dnnl::matmul prim;
-  dnnl::memory x_packed;
-  dnnl::reorder repack;
+  PackedBMatmul matmul;  // B is X
 };
 
 std::mutex g_weight_grad_mutex;
@@ -244,7 +257,6 @@ std::shared_ptr<WeightGradEntry> weight_grad_entry(int64_t M, int64_t N, int64_t
   auto it = g_weight_grad_cache.find(key);
   if (it != g_weight_grad_cache.end()) return it->second;
   auto e = std::make_shared<WeightGradEntry>();
-  Runtime& rt = runtime();
   try {
     e->dy = dnnl::memory::desc({M, K}, dt::bf16, dnnl::memory::dims{1, M});  // dY^T: dY read transposed
     e->x_plain = dnnl::memory::desc({K, N}, dt::bf16, dnnl::memory::dims{N, 1});
@@ -253,11 +265,7 @@ std::shared_ptr<WeightGradEntry> weight_grad_entry(int64_t M, int64_t N, int64_t
     dnnl::post_ops ops;
     ops.append_sum(1.0f);  // accumulate into dW
     attr.set_post_ops(ops);
-    const dnnl::memory::desc x_any({K, N}, dt::bf16, dnnl::memory::format_tag::any);
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(e->dy, x_any, e->dw), attr, rt.engine);
-    e->prim = dnnl::matmul(pd);
-    e->x_packed = dnnl::memory(pd.weights_desc(), rt.engine);
-    e->repack = dnnl::reorder(dnnl::reorder::primitive_desc(rt.engine, e->x_plain, rt.engine, pd.weights_desc()));
+    e->matmul = make_packed_b_matmul(e->dy, e->x_plain, nullptr, e->dw, attr);
   } catch (const dnnl::error& err) {
     throw Error(fmt::format("oneDNN bf16 weight-gradient matmul cannot be created for M={} N={} K={}: {}", M, N, K,
                             err.what()));
@@ -279,8 +287,9 @@ void weight_grad_bf16(int64_t M, int64_t N, int64_t K, const bf16* dy, const bf1
   dnnl::memory dy_mem(e->dy, rt.engine, const_cast<bf16*>(dy));
   dnnl::memory dw_mem(e->dw, rt.engine, dw);
   try {
-    e->repack.execute(rt.stream, x_plain, e->x_packed);
-    e->prim.execute(rt.stream, {{DNNL_ARG_SRC, dy_mem}, {DNNL_ARG_WEIGHTS, e->x_packed}, {DNNL_ARG_DST, dw_mem}});
+    e->matmul.repack.execute(rt.stream, x_plain, e->matmul.b_packed);
+    e->matmul.prim.execute(rt.stream,
+                           {{DNNL_ARG_SRC, dy_mem}, {DNNL_ARG_WEIGHTS, e->matmul.b_packed}, {DNNL_ARG_DST, dw_mem}});
     rt.stream.wait();
   } catch (const dnnl::error& err) {
     throw Error(fmt::format("oneDNN bf16 weight-gradient matmul failed for M={} N={} K={}: {}", M, N, K, err.what()));
