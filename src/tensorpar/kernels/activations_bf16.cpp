@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "tensorpar/core/error.hpp"
+#include "tensorpar/core/thread_chunk.hpp"
 #include "tensorpar/kernels/activation_math.hpp"
 #include "tensorpar/kernels/gemm_bf16.hpp"
 
@@ -13,14 +14,13 @@ namespace {
 
 // f32 values per tile: 16 KiB, computed and rounded while in L1; threads take whole tiles.
 constexpr int64_t kTile = 4096;
-constexpr int64_t kParallelMin = 1 << 16;  // as activations.cpp: below this, a fork costs more
 
 }  // namespace
 
 void gelu_forward_bf16(bf16* out, const float* inp, int64_t n) {
   TP_CHECK(n >= 0, ShapeError, "gelu_forward_bf16: n={} is negative", n);
   const int64_t tiles = (n + kTile - 1) / kTile;
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for schedule(static) if (n >= kParallelMinElements)
   for (int64_t t = 0; t < tiles; ++t) {
     alignas(64) float tile[kTile];
     const int64_t i0 = t * kTile, len = std::min(kTile, n - i0);
@@ -35,7 +35,7 @@ void swiglu_forward_bf16(bf16* out, const float* gate, const float* up, int64_t 
   TP_CHECK(N >= 0 && C >= 0 && ld_in >= C, ShapeError, "swiglu_forward_bf16: need N, C >= 0, ld_in >= C; got {} {} {}",
            N, C, ld_in);
   const int64_t pieces = (C + kTile - 1) / kTile;  // of one row
-#pragma omp parallel for collapse(2) schedule(static) if (N * C >= kParallelMin)
+#pragma omp parallel for collapse(2) schedule(static) if (N * C >= kParallelMinElements)
   for (int64_t r = 0; r < N; ++r)
     for (int64_t p = 0; p < pieces; ++p) {
       alignas(64) float tile[kTile];
@@ -53,7 +53,7 @@ void gelu_backward_bf16(bf16* dinp, float* dbias, const float* dout, const float
   // Threads own contiguous column blocks (one per thread; one thread sweeps whole rows, as the
   // prefetchers like), each summing its columns of dbias over the rows in order: the same additions
   // in the same order as bias_backward, whatever the thread count.
-  const bool parallel = N * C >= kParallelMin && omp_get_max_threads() > 1;
+  const bool parallel = N * C >= kParallelMinElements && omp_get_max_threads() > 1;
   const int64_t threads = parallel ? omp_get_max_threads() : 1;
   const int64_t width = (C / threads + 15) / 16 * 16, blocks = width > 0 ? (C + width - 1) / width : 0;
 #pragma omp parallel for schedule(static) if (parallel)

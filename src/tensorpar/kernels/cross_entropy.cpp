@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "tensorpar/core/error.hpp"
+#include "tensorpar/core/thread_chunk.hpp"
 #include "tensorpar/kernels/gemm_bf16.hpp"
 #include "tensorpar/kernels/vec_math.hpp"
 
@@ -37,7 +38,7 @@ float cross_entropy_forward(float* losses, const float* logits, int64_t ld, cons
                             int64_t V) {
   check_args(targets, N, V, ld, "cross_entropy_forward");
   double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total) if (N * V >= (1 << 16))
+#pragma omp parallel for schedule(static) reduction(+ : total) if (N * V >= kParallelMinElements)
   for (int64_t n = 0; n < N; ++n) {
     const float* x = logits + n * ld;
     losses[n] = logsumexp(x, V) - x[targets[n]];
@@ -49,7 +50,7 @@ float cross_entropy_forward(float* losses, const float* logits, int64_t ld, cons
 void cross_entropy_backward(float* dlogits, const float* logits, int64_t ld, const int32_t* targets, int64_t N,
                             int64_t V, float dloss) {
   check_args(targets, N, V, ld, "cross_entropy_backward");
-#pragma omp parallel for schedule(static) if (N * V >= (1 << 16))
+#pragma omp parallel for schedule(static) if (N * V >= kParallelMinElements)
   for (int64_t n = 0; n < N; ++n) {
     const float* x = logits + n * ld;
     float* dx = dlogits + n * ld;
@@ -65,10 +66,8 @@ void cross_entropy_backward(float* dlogits, const float* logits, int64_t ld, con
 
 // Rows are independent: threads split them once a call has enough work to pay for the fork
 // (a gpt2-small LM head: 4096 x 25152 per rank; gpt-bench's 2048 x 128 stays serial).
-constexpr int64_t kParallelMin = 1 << 16;
-
 void softmax_row_max(float* row_max, const float* logits, int64_t ld, int64_t N, int64_t V) {
-#pragma omp parallel for schedule(static) if (N * V >= kParallelMin)
+#pragma omp parallel for schedule(static) if (N * V >= kParallelMinElements)
   for (int64_t n = 0; n < N; ++n) {
     const float* x = logits + n * ld;
     float m = -std::numeric_limits<float>::infinity();
@@ -80,7 +79,7 @@ void softmax_row_max(float* row_max, const float* logits, int64_t ld, int64_t N,
 
 void softmax_row_sumexp(float* row_sumexp, const float* logits, int64_t ld, const float* row_max, int64_t N,
                         int64_t V) {
-#pragma omp parallel for schedule(static) if (N * V >= kParallelMin)
+#pragma omp parallel for schedule(static) if (N * V >= kParallelMinElements)
   for (int64_t n = 0; n < N; ++n) {
     const float* x = logits + n * ld;
     const float m = row_max[n];
@@ -93,7 +92,7 @@ void softmax_row_sumexp(float* row_sumexp, const float* logits, int64_t ld, cons
 
 void softmax_scaled(float* out, const float* logits, int64_t ld, const float* row_max, const float* row_sumexp,
                     int64_t N, int64_t V, float scale) {
-#pragma omp parallel for schedule(static) if (N * V >= kParallelMin)
+#pragma omp parallel for schedule(static) if (N * V >= kParallelMinElements)
   for (int64_t n = 0; n < N; ++n) {
     const float* x = logits + n * ld;
     float* y = out + n * ld;
@@ -109,7 +108,7 @@ void softmax_scaled_minus_target_bf16(bf16* out, const float* logits, int64_t ld
                                       int64_t N, int64_t V, float scale) {
   constexpr int64_t kTile = 4096;  // f32 values: computed, corrected at the target and rounded in L1
   const int64_t pieces = (ld + kTile - 1) / kTile;
-#pragma omp parallel for collapse(2) schedule(static) if (N * ld >= kParallelMin)
+#pragma omp parallel for collapse(2) schedule(static) if (N * ld >= kParallelMinElements)
   for (int64_t n = 0; n < N; ++n)
     for (int64_t p = 0; p < pieces; ++p) {
       alignas(64) float tile[kTile];

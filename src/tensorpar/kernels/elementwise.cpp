@@ -7,13 +7,10 @@
 
 namespace tensorpar {
 
-namespace {
-constexpr int64_t kParallelMin = int64_t(1) << 16;  // as activations.cpp: below this, a fork costs more
-}  // namespace
 
 void add_bias(float* out, const float* bias, int64_t N, int64_t C) {
   TP_CHECK(N >= 0 && C >= 0, ShapeError, "add_bias: sizes must be non-negative, got N={} C={}", N, C);
-#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
+#pragma omp parallel for schedule(static) if (N * C >= kParallelMinElements)
   for (int64_t n = 0; n < N; ++n) {
     float* o = out + n * C;
 #pragma omp simd
@@ -25,7 +22,7 @@ void bias_backward(float* dbias, const float* dout, int64_t N, int64_t C) {
   TP_CHECK(N >= 0 && C >= 0, ShapeError, "bias_backward: sizes must be non-negative, got N={} C={}", N, C);
   // Rows outer, columns inner: every pass is a contiguous, vectorised sweep; dbias stays in L1/L2.
   // Threads split the columns, so each sum adds its rows in the same order whatever the thread count.
-#pragma omp parallel if (N * C >= kParallelMin)
+#pragma omp parallel if (N * C >= kParallelMinElements)
   {
     const auto [begin, end] = thread_chunk(C, 16);
     for (int64_t n = 0; n < N; ++n) {
@@ -37,12 +34,12 @@ void bias_backward(float* dbias, const float* dout, int64_t N, int64_t C) {
 }
 
 void add_inplace(float* y, const float* x, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMinElements)
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
 void scale_inplace(float* y, float s, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMinElements)
   for (int64_t i = 0; i < n; ++i) y[i] *= s;
 }
 
@@ -56,7 +53,7 @@ double sum_of_squares_serial(const float* x, int64_t n) {
 }  // namespace
 
 double sum_of_squares(const float* x, int64_t n) {
-  if (n < kParallelMin) return sum_of_squares_serial(x, n);
+  if (n < kParallelMinElements) return sum_of_squares_serial(x, n);
   // A fixed split into kParts ranges, summed in order: the same bits whatever the thread count (a
   // checkpoint resumed with other --threads clips its gradients identically), and all cores busy.
   constexpr int64_t kParts = 64;

@@ -131,7 +131,6 @@ __attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl"))) void convert_f32
   }
 }
 
-constexpr int64_t kConvertParallelMin = int64_t(1) << 16;  // below this, a fork costs more than the pass
 
 }  // namespace
 
@@ -314,7 +313,7 @@ void convert_f32_to_bf16(bf16* dst, const float* src, int64_t n) {
   // A memory-bound pass: one thread leaves the rank's other cores idle when it runs on several.
   // Chunks of whole 32-value vectors per thread; each value is converted alone, so the split does
   // not change the result.
-#pragma omp parallel if (n >= kConvertParallelMin)
+#pragma omp parallel if (n >= kParallelMinElements)
   {
     const auto [begin, end] = thread_chunk(n, 32);
     if (vector) {
@@ -327,7 +326,7 @@ void convert_f32_to_bf16(bf16* dst, const float* src, int64_t n) {
 
 void convert_bf16_to_f32(float* dst, const bf16* src, int64_t n) {
   // A shift: the compiler vectorises this (vpmovzxwd + vpslld) for whatever ISA we build for.
-#pragma omp parallel for simd schedule(static) if (n >= kConvertParallelMin)
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMinElements)
   for (int64_t i = 0; i < n; ++i) dst[i] = std::bit_cast<float>(uint32_t(src[i].bits) << 16);
 }
 

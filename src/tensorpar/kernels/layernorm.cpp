@@ -5,12 +5,11 @@
 #include <cmath>
 
 #include "tensorpar/core/error.hpp"
+#include "tensorpar/core/thread_chunk.hpp"
 #include "tensorpar/kernels/scratch.hpp"
 
 namespace tensorpar {
 namespace {
-
-constexpr int64_t kParallelMin = 1 << 16;
 
 // One row of the backward. dweight/dbias here may be a thread's private partial sums.
 inline void backward_row(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
@@ -40,7 +39,7 @@ inline void backward_row(float* dx, float* dw, float* db, const float* dy, const
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
                        const float* bias, int64_t N, int64_t C, float eps) {
   TP_CHECK(N >= 0 && C > 0, ShapeError, "layernorm_forward: need N >= 0 and C > 0, got N={} C={}", N, C);
-#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
+#pragma omp parallel for schedule(static) if (N * C >= kParallelMinElements)
   for (int64_t n = 0; n < N; ++n) {
     const float* x = inp + n * C;
     float* y = out + n * C;
@@ -63,7 +62,7 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                         const float* weight, const float* mean, const float* rstd, int64_t N, int64_t C) {
   TP_CHECK(N >= 0 && C > 0, ShapeError, "layernorm_backward: need N >= 0 and C > 0, got N={} C={}", N, C);
-  const int threads = N * C >= kParallelMin ? omp_get_max_threads() : 1;
+  const int threads = N * C >= kParallelMinElements ? omp_get_max_threads() : 1;
   if (threads <= 1) {
     for (int64_t n = 0; n < N; ++n)
       backward_row(dinp + n * C, dweight, dbias, dout + n * C, inp + n * C, weight, mean[n], rstd[n], C);

@@ -5,12 +5,11 @@
 #include <cmath>
 
 #include "tensorpar/core/error.hpp"
+#include "tensorpar/core/thread_chunk.hpp"
 #include "tensorpar/kernels/scratch.hpp"
 
 namespace tensorpar {
 namespace {
-
-constexpr int64_t kParallelMin = 1 << 16;
 
 // One row of the backward; dw may be a thread's private partial sum.
 // y_c = w_c x_c r, r = (mean(x^2) + eps)^-1/2  =>  dx_j = r w_j dy_j - r^3 x_j / C * sum_c w_c dy_c x_c.
@@ -30,7 +29,7 @@ inline void backward_row(float* dx, float* dw, const float* dy, const float* x, 
 
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int64_t N, int64_t C, float eps) {
   TP_CHECK(N >= 0 && C > 0, ShapeError, "rmsnorm_forward: need N >= 0 and C > 0, got N={} C={}", N, C);
-#pragma omp parallel for schedule(static) if (N * C >= kParallelMin)
+#pragma omp parallel for schedule(static) if (N * C >= kParallelMinElements)
   for (int64_t n = 0; n < N; ++n) {
     const float* x = inp + n * C;
     float* y = out + n * C;
@@ -48,7 +47,7 @@ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* wei
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp, const float* weight,
                       const float* rstd, int64_t N, int64_t C) {
   TP_CHECK(N >= 0 && C > 0, ShapeError, "rmsnorm_backward: need N >= 0 and C > 0, got N={} C={}", N, C);
-  const int threads = N * C >= kParallelMin ? omp_get_max_threads() : 1;
+  const int threads = N * C >= kParallelMinElements ? omp_get_max_threads() : 1;
   if (threads <= 1) {
     for (int64_t n = 0; n < N; ++n) backward_row(dinp + n * C, dweight, dout + n * C, inp + n * C, weight, rstd[n], C);
     return;
