@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <utility>
 
 namespace tensorpar {
 
@@ -15,7 +14,12 @@ inline constexpr int64_t kParallelMinElements = int64_t(1) << 16;
 // This thread's share of a loop of n items inside an OpenMP parallel region: contiguous ranges in
 // whole multiples of `align` items (a vector width), so a vectorised kernel runs on each range as it
 // would on the whole. Outside a region (or with one thread) the range is [0, n).
-inline std::pair<int64_t, int64_t> thread_chunk(int64_t n, int64_t align = 1) {
+// A named struct, not a pair: clang 14 cannot capture structured bindings into a nested
+// `#pragma omp simd` region, so callers read .begin/.end.
+struct ThreadRange {
+  int64_t begin, end;
+};
+inline ThreadRange thread_chunk(int64_t n, int64_t align = 1) {
   const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
   const int64_t units = (n + align - 1) / align;  // whole vectors; the last may be partial
   const int64_t per = units / threads, extra = units % threads;

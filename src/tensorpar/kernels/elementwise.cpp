@@ -24,7 +24,8 @@ void bias_backward(float* dbias, const float* dout, int64_t N, int64_t C) {
   // Threads split the columns, so each sum adds its rows in the same order whatever the thread count.
 #pragma omp parallel if (N * C >= kParallelMinElements)
   {
-    const auto [begin, end] = thread_chunk(C, 16);
+    const ThreadRange cols = thread_chunk(C, 16);
+    const int64_t begin = cols.begin, end = cols.end;
     for (int64_t n = 0; n < N; ++n) {
       const float* d = dout + n * C;
 #pragma omp simd

@@ -315,7 +315,8 @@ void convert_f32_to_bf16(bf16* dst, const float* src, int64_t n) {
   // not change the result.
 #pragma omp parallel if (n >= kParallelMinElements)
   {
-    const auto [begin, end] = thread_chunk(n, 32);
+    const ThreadRange range = thread_chunk(n, 32);
+    const int64_t begin = range.begin, end = range.end;
     if (vector) {
       convert_f32_to_bf16_avx512(dst + begin, src + begin, end - begin);
     } else {
