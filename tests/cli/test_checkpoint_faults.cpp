@@ -104,6 +104,17 @@ void remove_shared_memory_of(const std::string& job_hex) {
   }
 }
 
+// Entries of `out` named prefix* and written since `since`: with ".tmp.step_", a save of the running
+// job in progress, not a leftover of an earlier kill (the next job removes those at start and may
+// reuse the name, so the name alone cannot tell them apart); with "step_", a checkpoint it completed.
+int entries_written_since(const std::string& out, const std::string& prefix, fs::file_time_type since) {
+  std::error_code ec;
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(out, ec))
+    if (e.path().filename().string().rfind(prefix, 0) == 0) n += fs::last_write_time(e.path(), ec) >= since;
+  return n;
+}
+
 bool alive(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string stat;
@@ -179,15 +190,28 @@ TEST_F(CheckpointFaults, KillNineDuringSavesAlwaysLeavesTheNewestCheckpointCompl
   const std::string out = path("killed");
   std::mt19937 rng(12345);
   std::uniform_int_distribution<int> delay_ms(600, 1800);
-  // 20 kills; more (up to 60) while none has landed mid-save yet: a slow build (ASan, a loaded
-  // machine) spends more of each run starting up, so fewer kills hit a save
+  // 20 kills; more (up to 60) while none has landed mid-save yet. Odd iterations kill at a random
+  // time; even ones the moment this job starts its second save (after one it completed, so the run
+  // moves on), so that some kills land mid-save however slow the build (ASan) or busy the machine:
+  // with random delays alone, an ASan run on a loaded machine once spent 60 kills mostly in start-up
+  // and none in a save.
   int iterations = 0;
   int mid_save = 0, with_checkpoints = 0;
   int64_t newest_step = 0;
   for (; iterations < 20 || (mid_save == 0 && iterations < 60); ++iterations) {
+    const auto spawned = fs::file_time_type::clock::now();
     const pid_t mpirun = spawn_cli(2, train_args("--steps 100000 --save-every 1 --keep 2 --resume auto --out " + out),
                                    path("kill"));
-    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
+    if (iterations % 2 == 1) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
+    } else {
+      const auto saving_again = [&] {
+        return entries_written_since(out, "step_", spawned) > 0 && entries_written_since(out, ".tmp.step_", spawned) > 0;
+      };
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+      while (!saving_again() && std::chrono::steady_clock::now() < give_up)
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
     std::vector<pid_t> job = children_of(mpirun);
     const std::string job_hex = job.empty() ? "" : ompi_job_hex(job.front());
     job.push_back(mpirun);
@@ -201,7 +225,7 @@ TEST_F(CheckpointFaults, KillNineDuringSavesAlwaysLeavesTheNewestCheckpointCompl
     }
     remove_shared_memory_of(job_hex);
     if (!fs::exists(out)) continue;
-    for (const auto& e : fs::directory_iterator(out)) mid_save += e.path().filename().string().rfind(".tmp.step_", 0) == 0;
+    mid_save += entries_written_since(out, ".tmp.step_", spawned) > 0;
     const int n = verify_all_checkpoints(out);
     with_checkpoints += n > 0;
     const std::string newest = latest_checkpoint(out);
