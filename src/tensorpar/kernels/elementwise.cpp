@@ -7,7 +7,6 @@
 
 namespace tensorpar {
 
-
 void add_bias(float* out, const float* bias, int64_t N, int64_t C) {
   TP_CHECK(N >= 0 && C >= 0, ShapeError, "add_bias: sizes must be non-negative, got N={} C={}", N, C);
 #pragma omp parallel for schedule(static) if (N * C >= kParallelMinElements)

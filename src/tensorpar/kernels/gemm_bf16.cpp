@@ -131,7 +131,6 @@ __attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl"))) void convert_f32
   }
 }
 
-
 }  // namespace
 
 void gemm_bf16(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A,
