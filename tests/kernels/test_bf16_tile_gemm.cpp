@@ -127,5 +127,50 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Bf16TileGemmShapes,
                                            TileCase{256, 64, 64, true, 0.125f, 1.0f},
                                            TileCase{11, 48, 1, true, 2.0f, -0.5f}));
 
+// The causal skips against the same GEMM without them: bit-identical wherever the result is needed
+// (they drop only products with a zero factor), for offsets that put the diagonal before, inside and
+// past the block, across tile and vector boundaries.
+TEST(Bf16TileGemm, CausalSkipsGiveTheUnskippedResultBitForBit) {
+  using Kind = detail::CausalSkip::Kind;
+  const int64_t m = 45, n = 83, k = 67, pairs = (k + 1) / 2, ldb = round16(n), lda = round16(m), ldc = n + 3;
+  const auto b = random_vector(size_t(k * n), 21, 2.0f);
+  std::vector<uint32_t> bp(size_t(pairs * ldb));
+  bf16_pack_vnni(bp.data(), ldb, b.data(), n, k, n);
+  for (Kind kind : {Kind::OutputsFrom, Kind::ZeroKFrom, Kind::ZeroKBefore})
+    for (int64_t offset : {-50, -7, 0, 1, 5, 16, 33, 70, 200}) {
+      // A (m x k) with the zeros the skip assumes, as rows and as the VNNI packing of A^T.
+      auto a = random_vector(size_t(m * k), uint32_t(offset + 100), 2.0f);
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t p = 0; p < k; ++p)
+          if ((kind == Kind::ZeroKFrom && p >= i + offset) || (kind == Kind::ZeroKBefore && p < i + offset))
+            a[size_t(i * k + p)] = 0.0f;
+      std::vector<float> at(size_t(k * m));
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t p = 0; p < k; ++p) at[size_t(p * m + i)] = a[size_t(i * k + p)];
+      std::vector<uint32_t> rows(size_t(m * pairs)), transposed(size_t(pairs * lda));
+      bf16_pack_rows(rows.data(), pairs, a.data(), k, m, k);
+      bf16_pack_vnni(transposed.data(), lda, at.data(), m, k, m);
+      for (bool a_transposed : {false, true}) {
+        const uint32_t* ap = a_transposed ? transposed.data() : rows.data();
+        const int64_t a_row = a_transposed ? 1 : pairs, a_pair = a_transposed ? lda : 1;
+        for (float beta : {0.0f, 1.0f}) {
+          auto full = random_vector(size_t(m * ldc), 5);
+          auto skipped = full;
+          detail::bf16_tile_gemm(m, n, k, 0.5f, ap, a_row, a_pair, bp.data(), ldb, beta, full.data(), ldc);
+          detail::bf16_tile_gemm(m, n, k, 0.5f, ap, a_row, a_pair, bp.data(), ldb, beta, skipped.data(), ldc,
+                                 {kind, offset});
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < ldc; ++j) {
+              const bool needed = j >= n || kind != Kind::OutputsFrom || j < i + offset;
+              if (!needed) continue;
+              ASSERT_EQ(skipped[size_t(i * ldc + j)], full[size_t(i * ldc + j)])
+                  << "kind " << int(kind) << " offset " << offset << " A^T " << a_transposed << " beta " << beta
+                  << " at " << i << "," << j;
+            }
+        }
+      }
+    }
+}
+
 }  // namespace
 }  // namespace tensorpar

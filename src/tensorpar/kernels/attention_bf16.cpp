@@ -18,6 +18,7 @@ using detail::bf16_pack_rows;
 using detail::bf16_pack_vnni;
 using detail::bf16_pack_vnni_transposed;
 using detail::bf16_tile_gemm;
+using detail::CausalSkip;
 using detail::kBlockK;
 using detail::kBlockQ;
 
@@ -87,12 +88,15 @@ void attention_forward_bf16(float* out, float* lse, const float* qkv, const Atte
       std::fill_n(l, nq, 0.0f);
       for (int64_t k0 = 0; k0 < key_end; k0 += kBlockK) {
         const int64_t nk = std::min(kBlockK, key_end - k0);
+        // Query i0 + i sees keys up to itself: row i needs columns j < i + diag, and P's row is 0 from there.
+        const int64_t diag = i0 - k0 + 1;
         bf16_tile_gemm(nq, nk, hd, scale, Qr + i0 * lay.pairs(), lay.pairs(), 1, KT + k0, lay.seq16(), 0.0f, S,
-                       kBlockK);
+                       kBlockK, {CausalSkip::Kind::OutputsFrom, diag});
         for (int64_t i = 0; i < nq; ++i)
           detail::online_softmax_row(S + i * kBlockK, nk, i0 + i - k0 + 1, m[i], l[i], O + i * hd, hd, k0 == 0);
         bf16_pack_rows(P, kBlockK / 2, S, kBlockK, nq, nk);
-        bf16_tile_gemm(nq, hd, nk, 1.0f, P, kBlockK / 2, 1, Vv + k0 / 2 * lay.hd16(), lay.hd16(), 1.0f, O, hd);
+        bf16_tile_gemm(nq, hd, nk, 1.0f, P, kBlockK / 2, 1, Vv + k0 / 2 * lay.hd16(), lay.hd16(), 1.0f, O, hd,
+                       {CausalSkip::Kind::ZeroKFrom, diag});
       }
       for (int64_t i = 0; i < nq; ++i) {
         const float inv = 1.0f / l[i];
@@ -154,11 +158,13 @@ void attention_backward_bf16(float* dqkv, const float* dout, const float* out, c
         const int64_t key_end = i0 + nq;
         for (int64_t k0 = 0; k0 < key_end; k0 += kBlockK) {
           const int64_t nk = std::min(kBlockK, key_end - k0), nk16 = round_up(nk, 16);
-          // P = exp(scale Q K^T - lse), masked; dP = dO V^T; dS = P (dP - D).
+          // P = exp(scale Q K^T - lse), masked; dP = dO V^T; dS = P (dP - D). As in the forward, query
+          // row i needs key columns j < i + diag; P and dS are 0 past them (and P^T, dS^T before them).
+          const int64_t diag = i0 - k0 + 1;
           bf16_tile_gemm(nq, nk, hd, scale, Qr + i0 * lay.pairs(), lay.pairs(), 1, KT + k0, lay.seq16(), 0.0f, P,
-                         kBlockK);
+                         kBlockK, {CausalSkip::Kind::OutputsFrom, diag});
           bf16_tile_gemm(nq, nk, hd, 1.0f, dOr + i0 * lay.pairs(), lay.pairs(), 1, VT + k0, lay.seq16(), 0.0f, dP,
-                         kBlockK);
+                         kBlockK, {CausalSkip::Kind::OutputsFrom, diag});
           for (int64_t i = 0; i < nq; ++i)
             detail::softmax_backward_row(P + i * kBlockK, dP + i * kBlockK, nk, i0 + i - k0 + 1, L[i0 + i], D[i]);
           bf16_pack_vnni(Pv, nk16, P, kBlockK, nq, nk);
@@ -171,13 +177,15 @@ void attention_backward_bf16(float* dqkv, const float* dout, const float* out, c
           const int64_t fresh_from = h == g * group ? std::clamp<int64_t>(i0 - k0, 0, nk) : nk;
           for (auto [r0, r1, beta] : {std::tuple{int64_t(0), fresh_from, 1.0f}, std::tuple{fresh_from, nk, 0.0f}}) {
             if (r0 == r1) continue;
+            // key r (row r - r0 here) sees the queries q >= r + 1 - diag
+            const CausalSkip after_key{CausalSkip::Kind::ZeroKBefore, r0 + 1 - diag};
             bf16_tile_gemm(r1 - r0, hd, nq, 1.0f, Pv + r0, 1, nk16, dOv + i0 / 2 * lay.hd16(), lay.hd16(), beta,
-                           dV + (k0 + r0) * ld, ld);
+                           dV + (k0 + r0) * ld, ld, after_key);
             bf16_tile_gemm(r1 - r0, hd, nq, scale, dSv + r0, 1, nk16, Qv + i0 / 2 * lay.hd16(), lay.hd16(), beta,
-                           dK + (k0 + r0) * ld, ld);
+                           dK + (k0 + r0) * ld, ld, after_key);
           }
           bf16_tile_gemm(nq, hd, nk, scale, dSr, kBlockK / 2, 1, Kv + k0 / 2 * lay.hd16(), lay.hd16(),
-                         k0 == 0 ? 0.0f : 1.0f, dQ + i0 * ld, ld);
+                         k0 == 0 ? 0.0f : 1.0f, dQ + i0 * ld, ld, {CausalSkip::Kind::ZeroKFrom, diag});
         }
       }
     }

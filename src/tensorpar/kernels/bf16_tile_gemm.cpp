@@ -24,7 +24,7 @@ constexpr int kMaxRows = 6;
 constexpr int kMaxVectors = 4;
 
 template <int MR, int NV>
-TP_BF16_TARGET void tile(int64_t kp, float alpha, const uint32_t* a, int64_t a_row, int64_t a_pair,
+TP_BF16_TARGET void tile(int64_t p0, int64_t p1, float alpha, const uint32_t* a, int64_t a_row, int64_t a_pair,
                          const uint32_t* b, int64_t ldb, float beta, float* c, int64_t ldc, __mmask16 last) {
   __m512 acc[MR][NV];
   // Unrolled by pragma, not left to -O3: the accumulators must live in registers.
@@ -32,7 +32,7 @@ TP_BF16_TARGET void tile(int64_t kp, float alpha, const uint32_t* a, int64_t a_r
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
-  for (int64_t p = 0; p < kp; ++p) {
+  for (int64_t p = p0; p < p1; ++p) {
     __m512bh bv[NV];
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) bv[v] = (__m512bh)_mm512_loadu_si512(b + p * ldb + 16 * v);
@@ -56,8 +56,8 @@ TP_BF16_TARGET void tile(int64_t kp, float alpha, const uint32_t* a, int64_t a_r
     }
 }
 
-using TileFn = void (*)(int64_t, float, const uint32_t*, int64_t, int64_t, const uint32_t*, int64_t, float, float*,
-                        int64_t, __mmask16);
+using TileFn = void (*)(int64_t, int64_t, float, const uint32_t*, int64_t, int64_t, const uint32_t*, int64_t, float,
+                        float*, int64_t, __mmask16);
 
 template <int... V>
 constexpr std::array<TileFn, kMaxVectors> tiles_of_rows(auto rows) {
@@ -184,19 +184,29 @@ TP_BF16_TARGET void pack_vnni_transposed_avx512(uint32_t* dst, int64_t ld, const
 bool bf16_tile_gemm_supported() { return has_bf16(); }
 
 void bf16_tile_gemm(int64_t m, int64_t n, int64_t k, float alpha, const uint32_t* a, int64_t a_row, int64_t a_pair,
-                    const uint32_t* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+                    const uint32_t* b, int64_t ldb, float beta, float* c, int64_t ldc, CausalSkip skip) {
   if (m <= 0 || n <= 0) return;
   const int64_t kp = (k + 1) / 2;
   if (!has_bf16()) return tile_gemm_scalar(m, n, kp, alpha, a, a_row, a_pair, b, ldb, beta, c, ldc);
+  using Kind = CausalSkip::Kind;
   // Column panels of 64 outside, row tiles inside: the panel of B (kp x 64 pairs, 32 KiB at kp = 128)
   // stays in L1 while the row tiles stream A.
   for (int64_t j0 = 0; j0 < n; j0 += 16 * kMaxVectors) {
-    const int64_t nj = std::min<int64_t>(16 * kMaxVectors, n - j0), nv = (nj + 15) / 16;
-    const __mmask16 last = first_n(nj - 16 * (nv - 1));
+    const int64_t panel_end = std::min<int64_t>(j0 + 16 * kMaxVectors, n);
     for (int64_t i0 = 0; i0 < m; i0 += kMaxRows) {
-      const int64_t mr = std::min<int64_t>(kMaxRows, m - i0);
-      kTiles[size_t(mr - 1)][size_t(nv - 1)](kp, alpha, a + i0 * a_row, a_row, a_pair, b + j0, ldb, beta,
-                                              c + i0 * ldc + j0, ldc, last);
+      const int64_t mr = std::min<int64_t>(kMaxRows, m - i0), last_row = i0 + mr - 1;
+      // The tile's needed columns [j0, end) and pairs [p0, p1): the union over its rows.
+      int64_t end = panel_end, p0 = 0, p1 = kp;
+      if (skip.kind == Kind::OutputsFrom)
+        end = std::min(panel_end, j0 + (last_row + skip.offset - j0 + 15) / 16 * 16);
+      else if (skip.kind == Kind::ZeroKFrom)
+        p1 = std::clamp<int64_t>((last_row + skip.offset + 1) / 2, 0, kp);
+      else if (skip.kind == Kind::ZeroKBefore)
+        p0 = std::clamp<int64_t>((i0 + skip.offset) / 2, 0, kp);
+      if (end <= j0) continue;
+      const int64_t nj = end - j0, nv = (nj + 15) / 16;
+      kTiles[size_t(mr - 1)][size_t(nv - 1)](p0, std::max(p0, p1), alpha, a + i0 * a_row, a_row, a_pair, b + j0,
+                                              ldb, beta, c + i0 * ldc + j0, ldc, first_n(nj - 16 * (nv - 1)));
     }
   }
 }

@@ -17,9 +17,21 @@
 
 namespace tensorpar::detail {
 
+// The causal triangle of an attention block, which the GEMM may skip. Skipping is exact: it drops only
+// products with a factor known to be 0, or outputs no one reads. Row i of C / A, with `offset`:
+//   OutputsFrom: C(i, j) for j >= i + offset are not needed (left as they were or written, unspecified);
+//   ZeroKFrom:   A(i, k) = 0 for k >= i + offset (P and dS rows past the diagonal);
+//   ZeroKBefore: A(i, k) = 0 for k < i + offset (P^T and dS^T rows: a key sees no earlier query).
+// Only whole 16-column vectors, 6-row tiles and k pairs are skipped, so the zeros must be stored.
+struct CausalSkip {
+  enum class Kind { None, OutputsFrom, ZeroKFrom, ZeroKBefore };
+  Kind kind = Kind::None;
+  int64_t offset = 0;
+};
+
 // C (m x n, f32, row stride ldc) = alpha * A B + beta * C; beta == 0 never reads C.
 void bf16_tile_gemm(int64_t m, int64_t n, int64_t k, float alpha, const uint32_t* a, int64_t a_row, int64_t a_pair,
-                    const uint32_t* b, int64_t ldb, float beta, float* c, int64_t ldc);
+                    const uint32_t* b, int64_t ldb, float beta, float* c, int64_t ldc, CausalSkip skip = {});
 
 // Whether this CPU runs the kernels above (AVX512-BF16); callers take their f32 path otherwise.
 bool bf16_tile_gemm_supported();
