@@ -184,7 +184,9 @@ TEST_P(CompressedTest, AllGatherIsEachRanksRoundTripOnEveryRank) {
     ASSERT_EQ(0, std::memcmp(out.data() + r * m, expected.data(), size_t(m) * sizeof(float))) << "rank " << r;
   }
   // 77 values: bf16 154 bytes; int8 padded to 96 = 3 blocks of 36 bytes
-  if (t > 1) EXPECT_EQ(world.stats().bytes[size_t(Collective::AllGather)], t * (dtype == CommDtype::BF16 ? 154 : 108));
+  if (t > 1) {
+    EXPECT_EQ(world.stats().bytes[size_t(Collective::AllGather)], t * (dtype == CommDtype::BF16 ? 154 : 108));
+  }
   EXPECT_TRUE(identical_on_every_rank(world, out));
 }
 

@@ -164,7 +164,9 @@ TEST(TokenizerReference, MetaspaceFormEqualsNormalizerFormExceptALeadingSpace) {
   std::filesystem::remove_all(dir);
   ASSERT_NE(dynamic_cast<const SentencePieceBpeTokenizer*>(meta.get()), nullptr);
   for (const auto& c : reference_cases())
-    if (c.text[0] != ' ') EXPECT_EQ(meta->encode(c.text), c.llama) << c.text;
+    if (c.text[0] != ' ') {
+      EXPECT_EQ(meta->encode(c.text), c.llama) << c.text;
+    }
   const auto& sp = dynamic_cast<const SentencePieceBpeTokenizer&>(*meta);
   EXPECT_EQ(meta->encode(" x"), (std::vector<int32_t>{1, *sp.token_to_id("\xe2\x96\x81x")}));
   EXPECT_EQ(norm->encode(" x"), (std::vector<int32_t>{1, *sp.token_to_id("\xe2\x96\x81"), *sp.token_to_id("\xe2\x96\x81x")}));

@@ -80,7 +80,9 @@ TEST_P(AttentionBf16, ForwardAndBackwardWithinTheirBoundsOfF32) {
                               std::tuple{"dv", k_end, ld}}) {
     const double diff = max_diff(dqkv16, dqkv32, ld, c0, c1), scale = max_abs_cols(dqkv32, ld, c0, c1);
     EXPECT_LE(diff, 1e-2 * scale) << name << ": max |bf16 - f32| " << diff << " of max |" << name << "| " << scale;
-    if (c.T > 1 || c1 == ld) EXPECT_GT(scale, 0.0) << name;  // one key: softmax is constant, dq = dk = 0
+    if (c.T > 1 || c1 == ld) {  // one key: softmax is constant, dq = dk = 0
+      EXPECT_GT(scale, 0.0) << name;
+    }
   }
   std::vector<float> again(qkv.size(), -5.0f);
   attention_backward_bf16(again.data(), dout.data(), out16.data(), lse16.data(), qkv.data(), d);

@@ -57,9 +57,10 @@ TEST(MixedPrecision, Bf16StaysCloseToF32AndParallelToSerial) {
     const Parameter& s = *serial.parameters()[i];
     const Parameter& p = *parallel.parameters()[i];
     EXPECT_LT(relative_l2(s.grad.span(), a.grad.span()), 1.5e-2) << s.name << ": bf16 gradient far from f32";
-    if (p.global_shape == s.global_shape)
+    if (p.global_shape == s.global_shape) {
       EXPECT_LT(relative_l2(p.grad.span(), testing::local_slice(p, s.grad.span())), 5e-3)
           << p.name << ": parallel bf16 gradient far from serial bf16";
+    }
   }
 }
 

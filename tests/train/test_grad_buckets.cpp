@@ -81,7 +81,9 @@ TEST(GradBuckets, TrainingEqualsPerParameterAllReduceBitForBit) {
         o.dp_async = mode;
         const TrainResult bucketed = train(world, o);
         EXPECT_GE(bucketed.dp_buckets, mb < 1 ? 10 : 1);
-        if (mb > 1) EXPECT_EQ(bucketed.dp_buckets, 1);
+        if (mb > 1) {
+          EXPECT_EQ(bucketed.dp_buckets, 1);
+        }
         ASSERT_EQ(bucketed.history.size(), reference.history.size());
         for (size_t s = 0; s < reference.history.size(); ++s) {
           // the same sums of the same values: Open MPI reduces a message element-wise in an order
