@@ -93,7 +93,7 @@ void attention_forward_bf16(float* out, float* lse, const float* qkv, const Atte
         bf16_tile_gemm(nq, nk, hd, scale, Qr + i0 * lay.pairs(), lay.pairs(), 1, KT + k0, lay.seq16(), 0.0f, S,
                        kBlockK, {CausalSkip::Kind::OutputsFrom, diag});
         for (int64_t i = 0; i < nq; ++i)
-          detail::online_softmax_row(S + i * kBlockK, nk, i0 + i - k0 + 1, m[i], l[i], O + i * hd, hd, k0 == 0);
+          detail::online_softmax_row(S + i * kBlockK, nk, i + diag, m[i], l[i], O + i * hd, hd, k0 == 0);
         bf16_pack_rows(P, kBlockK / 2, S, kBlockK, nq, nk);
         bf16_tile_gemm(nq, hd, nk, 1.0f, P, kBlockK / 2, 1, Vv + k0 / 2 * lay.hd16(), lay.hd16(), 1.0f, O, hd,
                        {CausalSkip::Kind::ZeroKFrom, diag});
@@ -166,7 +166,7 @@ void attention_backward_bf16(float* dqkv, const float* dout, const float* out, c
           bf16_tile_gemm(nq, nk, hd, 1.0f, dOr + i0 * lay.pairs(), lay.pairs(), 1, VT + k0, lay.seq16(), 0.0f, dP,
                          kBlockK, {CausalSkip::Kind::OutputsFrom, diag});
           for (int64_t i = 0; i < nq; ++i)
-            detail::softmax_backward_row(P + i * kBlockK, dP + i * kBlockK, nk, i0 + i - k0 + 1, L[i0 + i], D[i]);
+            detail::softmax_backward_row(P + i * kBlockK, dP + i * kBlockK, nk, i + diag, L[i0 + i], D[i]);
           bf16_pack_vnni(Pv, nk16, P, kBlockK, nq, nk);
           bf16_pack_rows(dSr, kBlockK / 2, dP, kBlockK, nq, nk);
           bf16_pack_vnni(dSv, nk16, dP, kBlockK, nq, nk);
