@@ -7,10 +7,11 @@
 # the working tree's files (git ls-files: no build/ or out/) copied to /src in it. Needs root (mount,
 # chroot); uses sudo when not root. DEMO_STEPS (default 30) keeps the demo short; it must still print
 # its samples. FRESH_DEB_CACHE (default ~/.cache/tensorpar-fresh-debs) keeps the .debs between runs.
+# TENSORPAR_REQUIRE_ENVIRONMENT is passed in (CI sets it: an environment skip in the tests fails).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ "$(id -u)" -ne 0 ]; then
-  exec sudo --preserve-env=DEMO_STEPS,FRESH_DEB_CACHE "$0" "$@"
+  exec sudo --preserve-env=DEMO_STEPS,FRESH_DEB_CACHE,TENSORPAR_REQUIRE_ENVIRONMENT "$0" "$@"
 fi
 steps="${DEMO_STEPS:-30}"
 debs="${FRESH_DEB_CACHE:-$HOME/.cache/tensorpar-fresh-debs}"
@@ -66,8 +67,9 @@ log="$work/readme-commands.log"
 t1=$SECONDS
 set +e
 chroot "$sys" /usr/bin/env -i HOME=/root TERM=dumb DEMO_STEPS="$steps" \
+  TENSORPAR_REQUIRE_ENVIRONMENT="${TENSORPAR_REQUIRE_ENVIRONMENT:-}" \
   PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-  bash -c 'cd /src && scripts/demo.sh && echo "fresh-debian: demo done" && scripts/test.sh' 2>&1 | tee "$log"
+  bash -c 'echo "fresh-debian: TENSORPAR_REQUIRE_ENVIRONMENT=${TENSORPAR_REQUIRE_ENVIRONMENT:-unset}"; cd /src && scripts/demo.sh && echo "fresh-debian: demo done" && scripts/test.sh' 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 echo "fresh-debian: README commands took $((SECONDS - t1)) s (exit $status)" >&2
