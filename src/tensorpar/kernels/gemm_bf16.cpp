@@ -214,6 +214,7 @@ int64_t PackedBf16Gemm::bytes() const { return state_ ? int64_t(state_->matmul.b
 
 void PackedBf16Gemm::pack(const bf16* B) {
   TP_PROFILE_SCOPE("gemm bf16 (all)");
+  TP_PROFILE_SCOPE("gemm bf16: W repack");
   TP_CHECK(state_, ConfigError, "PackedBf16Gemm::pack on an empty object");
   Runtime& rt = runtime();
   dnnl::memory plain(state_->b_plain, rt.engine, const_cast<bf16*>(B));
@@ -284,8 +285,13 @@ void weight_grad_bf16(int64_t M, int64_t N, int64_t K, const bf16* dy, const bf1
   dnnl::memory x_plain(e->x_plain, rt.engine, const_cast<bf16*>(x));
   dnnl::memory dy_mem(e->dy, rt.engine, const_cast<bf16*>(dy));
   dnnl::memory dw_mem(e->dw, rt.engine, dw);
+  TP_PROFILE_SCOPE("gemm bf16: dW += dY^T X");
   try {
-    e->matmul.repack.execute(rt.stream, x_plain, e->matmul.b_packed);
+    {
+      TP_PROFILE_SCOPE("gemm bf16: dW, X repack");
+      e->matmul.repack.execute(rt.stream, x_plain, e->matmul.b_packed);
+      rt.stream.wait();
+    }
     e->matmul.prim.execute(rt.stream,
                            {{DNNL_ARG_SRC, dy_mem}, {DNNL_ARG_WEIGHTS, e->matmul.b_packed}, {DNNL_ARG_DST, dw_mem}});
     rt.stream.wait();

@@ -1,5 +1,6 @@
 #include "tensorpar/kernels/matmul.hpp"
 
+#include "tensorpar/core/profile.hpp"
 #include "tensorpar/kernels/elementwise.hpp"
 #include "tensorpar/kernels/gemm_bf16.hpp"
 
@@ -16,6 +17,7 @@ const char* precision_name(Precision p) { return p == Precision::F32 ? "f32" : "
 Bf16Operand::Bf16Operand(int64_t max_rows, int64_t cols) : buffer_({max_rows, cols}, DType::BF16) {}
 
 const bf16* Bf16Operand::load(const float* src, int64_t rows, int64_t cols, int64_t ld) {
+  TP_PROFILE_SCOPE("f32 to bf16 operand");
   TP_CHECK(rows * cols <= buffer_.numel(), ShapeError, "bf16 operand of {} x {} exceeds its buffer of {} values",
            rows, cols, buffer_.numel());
   bf16* dst = buffer_.bf16_data();
@@ -31,6 +33,7 @@ Bf16Weight::Bf16Weight(int64_t rows, int64_t cols, int64_t packed_tokens, bool f
     : plain_(rows, cols), rows_(rows), cols_(cols), packed_tokens_(packed_tokens), fused_bias_(fused_bias) {}
 
 void Bf16Weight::load(const float* w, int64_t tokens) {
+  TP_PROFILE_SCOPE("gemm bf16: W to bf16 + repack");
   const bf16* wb = plain_.load(w, rows_, cols_, cols_);
   packed_ = tokens == packed_tokens_ && tokens > 0;
   backward_packed_ = false;
@@ -44,12 +47,14 @@ void Bf16Weight::load(const float* w, int64_t tokens) {
 
 void Bf16Weight::forward(const bf16* x, int64_t tokens, float* y, const float* bias) const {
   TP_CHECK(!bias || fused_bias_, ConfigError, "Bf16Weight::forward: a bias for a weight built without fused_bias");
+  TP_PROFILE_SCOPE("gemm bf16: Y = X W^T");
   if (packed_ && tokens == packed_tokens_) return forward_.run(x, y, bias);
   gemm_bf16(Trans::No, Trans::Yes, tokens, rows_, cols_, 1.0f, x, cols_, plain_.data(), cols_, 0.0f, y, rows_);
   if (bias) add_bias(y, bias, tokens, rows_);
 }
 
 void Bf16Weight::backward_data(const bf16* dy, int64_t tokens, float* dx) {
+  TP_PROFILE_SCOPE("gemm bf16: dX = dY W");
   if (packed_ && tokens == packed_tokens_) {
     if (!backward_packed_) backward_.pack(plain_.data());
     backward_packed_ = true;
