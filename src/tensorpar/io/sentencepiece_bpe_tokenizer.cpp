@@ -142,7 +142,7 @@ SentencePieceBpeTokenizer SentencePieceBpeTokenizer::from_tokenizer_json(const s
     }
     // A '\n' never merges with its neighbours when neither it nor its byte token is part of any merge.
     const auto newline = t.bpe_.find("\n");
-    const int32_t newline_id = newline ? *newline : t.byte_ids_['\n'];
+    const int32_t newline_id = newline ? *newline : t.byte_ids_[uint8_t('\n')];
     t.cut_before_space_ = true;
     for (int32_t id = 0; id < t.bpe_.size() && t.cut_before_space_; ++id) {
       if (!t.bpe_.has_id(id)) continue;
