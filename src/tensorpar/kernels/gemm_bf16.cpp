@@ -287,10 +287,9 @@ void weight_grad_bf16(int64_t M, int64_t N, int64_t K, const bf16* dy, const bf1
   dnnl::memory dw_mem(e->dw, rt.engine, dw);
   TP_PROFILE_SCOPE("gemm bf16: dW += dY^T X");
   try {
-    {
+    {  // the CPU stream runs a primitive to completion inside execute(), so the scope times it
       TP_PROFILE_SCOPE("gemm bf16: dW, X repack");
       e->matmul.repack.execute(rt.stream, x_plain, e->matmul.b_packed);
-      rt.stream.wait();
     }
     e->matmul.prim.execute(rt.stream,
                            {{DNNL_ARG_SRC, dy_mem}, {DNNL_ARG_WEIGHTS, e->matmul.b_packed}, {DNNL_ARG_DST, dw_mem}});
