@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "tensorpar/kernels/gemm_bf16.hpp"
@@ -178,46 +179,55 @@ TEST(ConvertBf16, MatchesScalarOnAllLengthsWithoutOverrun) {
 namespace tensorpar {
 namespace {
 
-// The pre-packed weight path equals gemm_bf16 on the same rounded weight, bit for bit (the same
-// kernels read B from a different layout), for both GEMMs of a linear layer, and with the bias added
-// inside the forward GEMM equals the sum added after it; after the weight
-// changes, load() packs the new values; another token count takes the plain path.
+// The pre-packed weight path equals gemm_bf16 (oneDNN) on the same rounded weight, bit for bit, for
+// both GEMMs of a linear layer: with AVX512-BF16 and an even K it is our panel GEMM, which like
+// oneDNN's brgemm at these sizes sums each output's pairs in k order in one f32 accumulator; with an
+// odd K (the second shape) it is oneDNN's pre-packed matmul. With the bias added inside the forward
+// GEMM it equals the sum added after it; after the weight changes, load() packs the new values;
+// another token count takes the plain path.
 TEST(Bf16Weight, PackedGemmsEqualPlainGemmBf16AndFollowTheWeight) {
-  const int64_t rows = 96, cols = 80, tokens = 70;  // sizes off the kernels' blocks on purpose
-  auto w = testing::random_vector(size_t(rows * cols), 31);
-  const auto x = random_bf16(size_t(tokens * cols), 32), dy = random_bf16(size_t(tokens * rows), 33);
-  const auto bias = testing::random_vector(size_t(rows), 34);
-  Bf16Weight weight(rows, cols, tokens), biased(rows, cols, tokens, /*fused_bias=*/true);
-  for (int version = 0; version < 2; ++version) {
-    if (version == 1)
-      for (float& v : w) v = -2.0f * v + 0.25f;
-    std::vector<bf16> wb(w.size());
-    convert_f32_to_bf16(wb.data(), w.data(), int64_t(w.size()));
-    for (int64_t n : {tokens, int64_t(13)}) {  // packed, then plain
-      SCOPED_TRACE(::testing::Message() << "weight version " << version << ", " << n << " tokens");
-      weight.load(w.data(), n);
-      biased.load(w.data(), n);
-      std::vector<float> y(size_t(n * rows)), y_ref(y.size()), dx(size_t(n * cols)), dx_ref(dx.size());
-      std::vector<float> yb(y.size()), yb_ref(y.size());
-      weight.forward(x.data(), n, y.data());
-      gemm_bf16(Trans::No, Trans::Yes, n, rows, cols, 1.0f, x.data(), cols, wb.data(), cols, 0.0f, y_ref.data(), rows);
-      biased.forward(x.data(), n, yb.data(), bias.data());  // the bias inside the packed GEMM: y + bias
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = 0; j < rows; ++j) yb_ref[size_t(i * rows + j)] = y_ref[size_t(i * rows + j)] + bias[size_t(j)];
-      EXPECT_EQ(yb, yb_ref);
-      weight.backward_data(dy.data(), n, dx.data());
-      gemm_bf16(Trans::No, Trans::No, n, cols, rows, 1.0f, dy.data(), rows, wb.data(), cols, 0.0f, dx_ref.data(), cols);
-      EXPECT_EQ(y, y_ref);
-      EXPECT_EQ(dx, dx_ref);
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{96, 80}, {95, 81}}) {
+    SCOPED_TRACE(::testing::Message() << "rows=" << rows << " cols=" << cols);
+    const int64_t tokens = 70;  // sizes off the kernels' blocks on purpose
+    auto w = testing::random_vector(size_t(rows * cols), 31);
+    const auto x = random_bf16(size_t(tokens * cols), 32), dy = random_bf16(size_t(tokens * rows), 33);
+    const auto bias = testing::random_vector(size_t(rows), 34);
+    Bf16Weight weight(rows, cols, tokens), biased(rows, cols, tokens, /*fused_bias=*/true);
+    for (int version = 0; version < 2; ++version) {
+      if (version == 1)
+        for (float& v : w) v = -2.0f * v + 0.25f;
+      std::vector<bf16> wb(w.size());
+      convert_f32_to_bf16(wb.data(), w.data(), int64_t(w.size()));
+      for (int64_t n : {tokens, int64_t(13)}) {  // packed, then plain
+        SCOPED_TRACE(::testing::Message() << "weight version " << version << ", " << n << " tokens");
+        weight.load(w.data(), n);
+        biased.load(w.data(), n);
+        std::vector<float> y(size_t(n * rows)), y_ref(y.size()), dx(size_t(n * cols)), dx_ref(dx.size());
+        std::vector<float> yb(y.size()), yb_ref(y.size());
+        weight.forward(x.data(), n, y.data());
+        gemm_bf16(Trans::No, Trans::Yes, n, rows, cols, 1.0f, x.data(), cols, wb.data(), cols, 0.0f, y_ref.data(),
+                  rows);
+        biased.forward(x.data(), n, yb.data(), bias.data());  // the bias inside the packed GEMM: y + bias
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t j = 0; j < rows; ++j)
+            yb_ref[size_t(i * rows + j)] = y_ref[size_t(i * rows + j)] + bias[size_t(j)];
+        EXPECT_EQ(yb, yb_ref);
+        weight.backward_data(dy.data(), n, dx.data());
+        gemm_bf16(Trans::No, Trans::No, n, cols, rows, 1.0f, dy.data(), rows, wb.data(), cols, 0.0f, dx_ref.data(),
+                  cols);
+        EXPECT_EQ(y, y_ref);
+        EXPECT_EQ(dx, dx_ref);
+      }
     }
+    EXPECT_GE(weight.bytes(), int64_t(3 * rows * cols * 2)) << "the rounded copy and two packed copies";
   }
-  EXPECT_GE(weight.bytes(), int64_t(3 * rows * cols * 2)) << "the rounded copy and two packed copies";
 }
 
-
-// The weight gradient with X packed once per call equals gemm_bf16's dY^T X accumulated into dW, bit
-// for bit (the same kernels read X from a different layout), at sizes off the blocks and at a
-// gpt-bench-like shape, called twice (accumulates; the second call reuses the cached buffer with new X).
+// The weight gradient (our panel GEMM on dY^T's pairs and X's panels, with AVX512-BF16) equals
+// gemm_bf16's (oneDNN's) dY^T X accumulated into dW, bit for bit: at these sizes both sum each
+// output's pairs in token order in one f32 accumulator and add it to dW once. At sizes off the blocks
+// and at a gpt-bench-like shape, called twice (accumulates; the second call reuses the cached buffers
+// with new X).
 TEST(WeightGradBf16, EqualsGemmBf16TransposedAndAccumulates) {
   for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{96, 80, 70}, {37, 130, 9}, {384, 768, 512}}) {
     SCOPED_TRACE(::testing::Message() << "M=" << M << " N=" << N << " K=" << K);

@@ -8,68 +8,12 @@
 
 #include "tensorpar/core/bf16.hpp"
 #include "tensorpar/core/error.hpp"
-
-// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and -Wmaybe-uninitialized reports that
-// at every inlined call (a known false positive, fixed in later GCCs).
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
-#define TP_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
+#include "tensorpar/kernels/bf16_tile_kernel.hpp"
 
 namespace tensorpar::detail {
 namespace {
 
-// Register tile: up to 6 rows x 4 vectors of 16 columns = 24 accumulators, plus 4 B vectors and one
-// broadcast A pair: 29 of the 32 zmm registers. One k pair costs 4 loads, 6 broadcasts, 24 vdpbf16ps.
-constexpr int kMaxRows = 6;
-constexpr int kMaxVectors = 4;
 
-template <int MR, int NV>
-TP_BF16_TARGET void tile(int64_t p0, int64_t p1, float alpha, const uint32_t* a, int64_t a_row, int64_t a_pair,
-                         const uint32_t* b, int64_t ldb, float beta, float* c, int64_t ldc, __mmask16 last) {
-  __m512 acc[MR][NV];
-  // Unrolled by pragma, not left to -O3: the accumulators must live in registers.
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
-  for (int64_t p = p0; p < p1; ++p) {
-    __m512bh bv[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) bv[v] = (__m512bh)_mm512_loadu_si512(b + p * ldb + 16 * v);
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; ++r) {
-      const __m512bh av = (__m512bh)_mm512_set1_epi32(int(a[r * a_row + p * a_pair]));
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);
-    }
-  }
-  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-#pragma GCC unroll 8
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      const __mmask16 mask = v == NV - 1 ? last : __mmask16(0xffff);
-      float* cp = c + r * ldc + 16 * v;
-      __m512 x = _mm512_mul_ps(acc[r][v], va);
-      if (beta != 0.0f) x = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, cp), vb, x);
-      _mm512_mask_storeu_ps(cp, mask, x);
-    }
-}
-
-using TileFn = void (*)(int64_t, int64_t, float, const uint32_t*, int64_t, int64_t, const uint32_t*, int64_t, float,
-                        float*, int64_t, __mmask16);
-
-template <int... V>
-constexpr std::array<TileFn, kMaxVectors> tiles_of_rows(auto rows) {
-  return {&tile<decltype(rows)::value, V>...};
-}
-
-template <int... R>
-constexpr std::array<std::array<TileFn, kMaxVectors>, kMaxRows> all_tiles(std::integer_sequence<int, R...>) {
-  return {tiles_of_rows<1, 2, 3, 4>(std::integral_constant<int, R + 1>{})...};
-}
-
-constexpr auto kTiles = all_tiles(std::make_integer_sequence<int, kMaxRows>{});
 
 float lower(uint32_t pair) { return std::bit_cast<float>(pair << 16); }
 float upper(uint32_t pair) { return std::bit_cast<float>(pair & 0xffff0000u); }
@@ -103,7 +47,6 @@ TP_BF16_TARGET __m512i widened_bf16(const float* src, __mmask16 mask) {
   return _mm512_cvtepu16_epi32((__m256i)h);
 }
 
-__mmask16 first_n(int64_t n) { return n >= 16 ? __mmask16(0xffff) : __mmask16((1u << std::max<int64_t>(n, 0)) - 1); }
 
 TP_BF16_TARGET void pack_rows_avx512(uint32_t* dst, int64_t ld_pairs, const float* src, int64_t lds, int64_t rows,
                                      int64_t cols) {
@@ -130,31 +73,6 @@ TP_BF16_TARGET void pack_vnni_avx512(uint32_t* dst, int64_t ld, const float* src
       _mm512_storeu_si512(dst + p * ld + j, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
     }
   }
-}
-
-// In place: r[i] element j becomes r[j] element i (a 16 x 16 matrix of 32-bit values).
-TP_BF16_TARGET void transpose16x16(__m512i r[16]) {
-  __m512i t[16];
-  for (int i = 0; i < 16; i += 2) {  // per 128-bit lane: (r_i[0] r_i+1[0] r_i[1] r_i+1[1]) and elements 2, 3
-    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-  }
-  for (int g = 0; g < 16; g += 4) {  // r[g + e], lane L: rows g..g+3 of column 4L + e
-    r[g] = _mm512_unpacklo_epi64(t[g], t[g + 2]);
-    r[g + 1] = _mm512_unpackhi_epi64(t[g], t[g + 2]);
-    r[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);
-    r[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
-  }
-  for (int e = 0; e < 4; ++e) {  // column 4L + e, lane g = lane L of r[4g + e]: a 4 x 4 transpose of lanes
-    const __m512i v0 = _mm512_shuffle_i32x4(r[e], r[4 + e], 0x44), v1 = _mm512_shuffle_i32x4(r[e], r[4 + e], 0xee);
-    const __m512i v2 = _mm512_shuffle_i32x4(r[8 + e], r[12 + e], 0x44);
-    const __m512i v3 = _mm512_shuffle_i32x4(r[8 + e], r[12 + e], 0xee);
-    t[e] = _mm512_shuffle_i32x4(v0, v2, 0x88);
-    t[4 + e] = _mm512_shuffle_i32x4(v0, v2, 0xdd);
-    t[8 + e] = _mm512_shuffle_i32x4(v1, v3, 0x88);
-    t[12 + e] = _mm512_shuffle_i32x4(v1, v3, 0xdd);
-  }
-  for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 
 // Column j of the packing is row j of src in bf16 (whose 32-bit units are already the pairs): blocks
@@ -206,7 +124,7 @@ void bf16_tile_gemm(int64_t m, int64_t n, int64_t k, float alpha, const uint32_t
       if (end <= j0) continue;
       const int64_t nj = end - j0, nv = (nj + 15) / 16;
       kTiles[size_t(mr - 1)][size_t(nv - 1)](p0, std::max(p0, p1), alpha, a + i0 * a_row, a_row, a_pair, b + j0,
-                                              ldb, beta, c + i0 * ldc + j0, ldc, first_n(nj - 16 * (nv - 1)));
+                                              ldb, beta, c + i0 * ldc + j0, ldc, first_n(nj - 16 * (nv - 1)), nullptr);
     }
   }
 }

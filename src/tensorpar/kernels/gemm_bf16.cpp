@@ -11,7 +11,10 @@
 #include <unordered_map>
 
 #include "tensorpar/core/error.hpp"
+#include "tensorpar/core/tensor.hpp"
 #include "tensorpar/core/thread_chunk.hpp"
+#include "tensorpar/kernels/bf16_panel_gemm.hpp"
+#include "tensorpar/kernels/bf16_tile_gemm.hpp"
 
 namespace tensorpar {
 
@@ -180,9 +183,16 @@ PackedBMatmul make_packed_b_matmul(const dnnl::memory::desc& a, const dnnl::memo
 
 }  // namespace
 
+// Our panel GEMM (bf16_panel_gemm.hpp) where the CPU has AVX512-BF16 and A's rows hold whole pairs
+// (K even); oneDNN's matmul otherwise.
 struct PackedBf16Gemm::State {
-  int64_t M = 0;
+  int64_t M = 0, N = 0, K = 0, ldb = 0;
+  Trans trans_b = Trans::No;
   bool packed = false, with_bias = false;
+  bool panels = false;
+  Tensor b_panels;  // 32-bit words, 64-byte aligned
+  uint32_t* words() { return static_cast<uint32_t*>(b_panels.raw()); }
+  const uint32_t* words() const { return static_cast<const uint32_t*>(b_panels.raw()); }
   dnnl::memory::desc a, b_plain, c, bias;
   PackedBMatmul matmul;
 };
@@ -192,11 +202,21 @@ PackedBf16Gemm::PackedBf16Gemm(Trans trans_b, int64_t M, int64_t N, int64_t K, i
   TP_CHECK(M > 0 && N > 0 && K > 0, ShapeError, "PackedBf16Gemm: empty problem M={} N={} K={}", M, N, K);
   auto s = std::make_shared<State>();
   s->M = M;
+  s->N = N;
+  s->K = K;
+  s->ldb = ldb;
+  s->trans_b = trans_b;
+  s->with_bias = with_bias;
+  s->panels = detail::bf16_tile_gemm_supported() && K % 2 == 0;
+  if (s->panels) {
+    s->b_panels = Tensor({detail::bf16_panels_size(K, N)}, DType::F32);
+    state_ = std::move(s);
+    return;
+  }
   s->a = dnnl::memory::desc({M, K}, dt::bf16, dnnl::memory::dims{K, 1});
   s->b_plain = dnnl::memory::desc({K, N}, dt::bf16,
                                   trans_b == Trans::Yes ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
   s->c = dnnl::memory::desc({M, N}, dt::f32, dnnl::memory::dims{N, 1});
-  s->with_bias = with_bias;
   if (with_bias) s->bias = dnnl::memory::desc({1, N}, dt::f32, dnnl::memory::dims{N, 1});
   try {
     // the matmul picks B's layout (its kernels' blocked one), which pack() produces
@@ -210,12 +230,25 @@ PackedBf16Gemm::PackedBf16Gemm(Trans trans_b, int64_t M, int64_t N, int64_t K, i
 
 int64_t PackedBf16Gemm::rows() const { return state_ ? state_->M : 0; }
 
-int64_t PackedBf16Gemm::bytes() const { return state_ ? int64_t(state_->matmul.b_packed.get_desc().get_size()) : 0; }
+int64_t PackedBf16Gemm::bytes() const {
+  if (!state_) return 0;
+  if (state_->panels) return int64_t(state_->b_panels.nbytes());
+  return int64_t(state_->matmul.b_packed.get_desc().get_size());
+}
 
 void PackedBf16Gemm::pack(const bf16* B) {
   TP_PROFILE_SCOPE("gemm bf16 (all)");
   TP_PROFILE_SCOPE("gemm bf16: W repack");
   TP_CHECK(state_, ConfigError, "PackedBf16Gemm::pack on an empty object");
+  State& s = *state_;
+  if (s.panels) {
+    if (s.trans_b == Trans::Yes)
+      detail::bf16_pack_panels_transposed(s.words(), B, s.ldb, s.K, s.N);
+    else
+      detail::bf16_pack_panels(s.words(), B, s.ldb, s.K, s.N);
+    s.packed = true;
+    return;
+  }
   Runtime& rt = runtime();
   dnnl::memory plain(state_->b_plain, rt.engine, const_cast<bf16*>(B));
   state_->matmul.repack.execute(rt.stream, plain, state_->matmul.b_packed);
@@ -229,6 +262,10 @@ void PackedBf16Gemm::run(const bf16* A, float* C, const float* bias) const {
   TP_CHECK((bias != nullptr) == state_->with_bias, ConfigError,
            "PackedBf16Gemm::run: the GEMM was built {} a bias and run {} one", state_->with_bias ? "with" : "without",
            bias ? "with" : "without");
+  const State& s = *state_;
+  if (s.panels)
+    return detail::bf16_panel_gemm(s.M, s.N, s.K, reinterpret_cast<const uint32_t*>(A), s.K / 2, 1,
+                                   s.words(), bias, 0.0f, C, s.N);
   Runtime& rt = runtime();
   dnnl::memory a(state_->a, rt.engine, const_cast<bf16*>(A));
   dnnl::memory c(state_->c, rt.engine, C);
@@ -241,8 +278,12 @@ void PackedBf16Gemm::run(const bf16* A, float* C, const float* bias) const {
 
 namespace {
 
+// Per shape: with AVX512-BF16, the pair layouts our panel GEMM reads (dY^T's pairs of tokens, X in
+// panels); otherwise oneDNN's matmul with X packed.
 struct WeightGradEntry {
-  std::mutex mutex;  // the packed buffer is per shape: one call at a time uses it
+  std::mutex mutex;  // the packed buffers are per shape: one call at a time uses them
+  bool panels = false;
+  Tensor dy_pairs, x_panels;  // 32-bit words, 64-byte aligned
   dnnl::memory::desc dy, x_plain, dw;
   PackedBMatmul matmul;  // B is X
 };
@@ -256,6 +297,13 @@ std::shared_ptr<WeightGradEntry> weight_grad_entry(int64_t M, int64_t N, int64_t
   auto it = g_weight_grad_cache.find(key);
   if (it != g_weight_grad_cache.end()) return it->second;
   auto e = std::make_shared<WeightGradEntry>();
+  e->panels = detail::bf16_tile_gemm_supported();
+  if (e->panels) {
+    e->dy_pairs = Tensor({(K + 1) / 2 * M}, DType::F32);
+    e->x_panels = Tensor({detail::bf16_panels_size(K, N)}, DType::F32);
+    g_weight_grad_cache.emplace(key, e);
+    return e;
+  }
   try {
     e->dy = dnnl::memory::desc({M, K}, dt::bf16, dnnl::memory::dims{1, M});  // dY^T: dY read transposed
     e->x_plain = dnnl::memory::desc({K, N}, dt::bf16, dnnl::memory::dims{N, 1});
@@ -282,6 +330,21 @@ void weight_grad_bf16(int64_t M, int64_t N, int64_t K, const bf16* dy, const bf1
   const std::shared_ptr<WeightGradEntry> e = weight_grad_entry(M, N, K);
   Runtime& rt = runtime();
   std::lock_guard lock(e->mutex);
+  if (e->panels) {
+    TP_PROFILE_SCOPE("gemm bf16: dW += dY^T X");
+    auto* dy_pairs = static_cast<uint32_t*>(e->dy_pairs.raw());
+    auto* x_panels = static_cast<uint32_t*>(e->x_panels.raw());
+    {
+      TP_PROFILE_SCOPE("gemm bf16: dW, X repack");
+      detail::bf16_pack_panels(x_panels, x, N, K, N);
+    }
+    {
+      TP_PROFILE_SCOPE("gemm bf16: dW, dY^T pairs");
+      detail::bf16_pack_pairs(dy_pairs, dy, M, K, M);
+    }
+    detail::bf16_panel_gemm(M, N, K, dy_pairs, 1, M, x_panels, nullptr, 1.0f, dw, N);
+    return;
+  }
   dnnl::memory x_plain(e->x_plain, rt.engine, const_cast<bf16*>(x));
   dnnl::memory dy_mem(e->dy, rt.engine, const_cast<bf16*>(dy));
   dnnl::memory dw_mem(e->dw, rt.engine, dw);

@@ -2,9 +2,10 @@
 // f32 <-> bf16 conversions around it. Same row-major convention as gemm() in gemm.hpp:
 //   C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C
 // with op(A) = A (A is [M,K], leading dimension lda) or A^T (A is [K,M]); likewise for B.
-// Backed by the oneDNN matmul primitive (brgemm kernels with AVX512-BF16 / AMX where present); one
-// primitive per distinct (trans, sizes, leading dims, alpha, beta) is created on first use and
-// cached, so a training step re-creates nothing.
+// gemm_bf16 is backed by the oneDNN matmul primitive (brgemm kernels with AVX512-BF16 / AMX where
+// present); one primitive per distinct (trans, sizes, leading dims, alpha, beta) is created on first
+// use and cached, so a training step re-creates nothing. The linear layers' GEMMs (PackedBf16Gemm,
+// weight_grad_bf16) run our own kernel where the CPU has AVX512-BF16.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -21,10 +22,12 @@ namespace tensorpar {
 void gemm_bf16(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float alpha, const bf16* A,
                int64_t lda, const bf16* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
-// C[M,N] = A[M,K] * op(B)[K,N] with B packed once, by pack(), into the blocked layout oneDNN's bf16
-// matmul reads; gemm_bf16 repacks B inside every call. For a B that several calls share while it does
-// not change (a weight within a training step). A (M x K) bf16 and C (M x N) f32 are contiguous; B is
-// read with trans_b and ldb as in gemm_bf16. Copies share the packed buffer.
+// C[M,N] = A[M,K] * op(B)[K,N] with B packed once, by pack(); gemm_bf16 repacks B inside every call.
+// For a B that several calls share while it does not change (a weight within a training step). With
+// AVX512-BF16 and an even K, our panel GEMM (kernels/bf16_panel_gemm.hpp: 93-95% of the bf16 peak on
+// gpt-bench's shapes where oneDNN reaches 86-92%) with B in its panels; otherwise oneDNN's matmul with
+// B in its blocked layout. A (M x K) bf16 and C (M x N) f32 are contiguous; B is read with trans_b and
+// ldb as in gemm_bf16. Copies share the packed buffer.
 class PackedBf16Gemm {
  public:
   PackedBf16Gemm() = default;
@@ -42,12 +45,11 @@ class PackedBf16Gemm {
 };
 
 // The weight gradient of a linear layer: dW[M,N] += dY^T X, dY (K tokens x M) and X (K x N) bf16 and
-// contiguous, dW f32. gemm_bf16 with trans_a computes the same, but its matmul copies X into its
-// blocked layout piece by piece inside the kernel loop (with several threads, per thread); here X is
-// reordered once per call into that layout (a buffer cached per shape) and the GEMM reads it as it
-// reads a pre-packed weight. At gpt-bench's shapes: 89-91% of the bf16 peak instead of 86-88% with
-// one thread and 74-85% with two, for a reorder of 2-5% of the GEMM's time.
-// Thread-safe (calls with the same shape take turns on the cached buffer).
+// contiguous, dW f32. gemm_bf16 with trans_a computes the same, but oneDNN's matmul copies X into its
+// blocked layout piece by piece inside the kernel loop (per thread). Here both operands are packed
+// once per call into buffers cached per shape: with AVX512-BF16, dY^T into pairs of tokens and X into
+// the panels of our panel GEMM; otherwise X into oneDNN's layout for its matmul.
+// Thread-safe (calls with the same shape take turns on the cached buffers).
 void weight_grad_bf16(int64_t M, int64_t N, int64_t K, const bf16* dy, const bf16* x, float* dw);
 
 // Name of the oneDNN implementation gemm_bf16 uses for this problem (e.g. "brg:avx512_core_bf16"),
