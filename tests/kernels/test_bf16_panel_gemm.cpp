@@ -1,9 +1,9 @@
-// The linear layers' bf16 panel GEMM (bf16_panel_gemm.hpp): its three packings against the pair
-// layouts' definitions word by word, its products against a double loop over the same bf16 operands
-// (products of two bf16 are exact in f32, so only the f32 summation differs: (k + 2) 2^-24 of the sum
-// of |terms|, far below one bf16 rounding), at sizes off its tiles, panels and row blocks, with and
-// without bias and accumulation; and its result bit-identical for 1, 2 and 3 threads (the panels or
-// the rows split between them).
+// The linear layers' bf16 panel GEMM (bf16_panel_gemm.hpp), with A in each of its three forms: its
+// three packings against the pair layouts' definitions word by word, its products against a double
+// loop over the same bf16 operands (products of two bf16 are exact in f32, so only the f32 summation
+// differs: (k + 2) 2^-24 of the sum of |terms|, far below one bf16 rounding), at sizes off its tiles,
+// panels and row blocks, with and without bias and accumulation; and its result bit-identical for 1,
+// 2 and 3 threads (the panels or the rows split between them).
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -76,9 +76,13 @@ TEST(Bf16PanelGemm, PackingsPlaceEveryPairAndZeroThePadding) {
     }
 }
 
+// A row-major; A = src^T packed by bf16_pack_pairs (a weight gradient's dY^T); or the same read from
+// src's rows by bf16_panel_gemm_token_rows (even k only).
+enum class ALayout { Rows, Pairs, TokenRows };
+
 struct Problem {
   int64_t m, n, k;
-  bool a_transposed;  // A = src^T packed by bf16_pack_pairs (a weight gradient's dY^T), else row-major
+  ALayout a_layout;
   bool bias;
   float beta;
 };
@@ -96,7 +100,7 @@ std::vector<float> run(const Problem& g, int64_t ldc, std::vector<double>* ref =
   std::vector<bf16> a_t(size_t(g.k * g.m));  // k x m, A = a_t^T
   for (int64_t kk = 0; kk < g.k; ++kk)
     for (int64_t i = 0; i < g.m; ++i) a_t[size_t(kk * g.m + i)] = a_rows[size_t(i * k_even + kk)];
-  if (g.a_transposed) detail::bf16_pack_pairs(a_pairs.data(), a_t.data(), g.m, g.k, g.m);
+  if (g.a_layout == ALayout::Pairs) detail::bf16_pack_pairs(a_pairs.data(), a_t.data(), g.m, g.k, g.m);
   const auto b = random_bf16(size_t(g.k * g.n), 22);  // k x n
   std::vector<uint32_t> b_panels(size_t(detail::bf16_panels_size(g.k, g.n)));
   detail::bf16_pack_panels(b_panels.data(), b.data(), g.n, g.k, g.n);
@@ -122,7 +126,9 @@ std::vector<float> run(const Problem& g, int64_t ldc, std::vector<double>* ref =
         (*mag)[size_t(i * g.n + j)] = a + std::fabs(extra);
       }
   }
-  if (g.a_transposed)
+  if (g.a_layout == ALayout::TokenRows)
+    detail::bf16_panel_gemm_token_rows(g.m, g.n, g.k, a_t.data(), g.m, b_panels.data(), g.beta, c.data(), ldc);
+  else if (g.a_layout == ALayout::Pairs)
     detail::bf16_panel_gemm(g.m, g.n, g.k, a_pairs.data(), 1, g.m, b_panels.data(), g.bias ? bias.data() : nullptr,
                             g.beta, c.data(), ldc);
   else
@@ -141,11 +147,12 @@ TEST(Bf16PanelGemm, EqualsExactProductsUpToF32Summation) {
                          {70, 130, 513},
                          {13, 200, 2},
                          {49, 128, 0}})
-    for (bool a_transposed : {false, true})
+    for (ALayout layout : {ALayout::Rows, ALayout::Pairs, ALayout::TokenRows})
       for (bool bias : {false, true})
         for (float beta : {0.0f, 1.0f}) {
-          const Problem g{m, n, k, a_transposed, bias, beta};
-          SCOPED_TRACE(::testing::Message() << "m=" << m << " n=" << n << " k=" << k << " A^T=" << a_transposed
+          if (layout == ALayout::TokenRows && (k % 2 || bias)) continue;  // even k only, no bias
+          const Problem g{m, n, k, layout, bias, beta};
+          SCOPED_TRACE(::testing::Message() << "m=" << m << " n=" << n << " k=" << k << " A layout=" << int(layout)
                                             << " bias=" << bias << " beta=" << beta);
           const int64_t ldc = n + 7;
           std::vector<double> ref, mag;
@@ -168,7 +175,8 @@ TEST(Bf16PanelGemm, BitIdenticalForOneTwoAndThreeThreads) {
   REQUIRE_AVX512_BF16();
   const int saved = omp_get_max_threads();
   // 9 panels split by panels; a single panel split by rows; both large enough to fork threads.
-  for (const Problem& g : {Problem{300, 520, 128, false, true, 0.0f}, Problem{602, 64, 256, true, false, 1.0f}}) {
+  for (const Problem& g :
+       {Problem{300, 520, 128, ALayout::Rows, true, 0.0f}, Problem{602, 64, 256, ALayout::TokenRows, false, 1.0f}}) {
     SCOPED_TRACE(::testing::Message() << "m=" << g.m << " n=" << g.n << " k=" << g.k);
     omp_set_num_threads(1);
     const auto one = run(g, g.n);

@@ -85,22 +85,42 @@ TP_BF16_TARGET void pack_panels_transposed_avx512(uint32_t* dst, const bf16* src
 }
 
 // Rows [i0, i1) x panels [q0, q1) of C.
-void gemm_range(int64_t i0, int64_t i1, int64_t q0, int64_t q1, int64_t n, int64_t kp, const uint32_t* a, int64_t a_row,
-                int64_t a_pair, const uint32_t* b, const float* bias, float beta, float* c, int64_t ldc) {
+template <class ReadA>
+void gemm_range(int64_t i0, int64_t i1, int64_t q0, int64_t q1, int64_t n, int64_t kp, ReadA a, const uint32_t* b,
+                const float* bias, float beta, float* c, int64_t ldc) {
   for (int64_t ib = i0; ib < i1; ib += kRowBlock) {
     const int64_t ie = std::min(ib + kRowBlock, i1);
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t j0 = q * kPanelColumns, nj = std::min(kPanelColumns, n - j0), nv = (nj + 15) / 16;
-      const TileFn fn6 = kTiles[kMaxRows - 1][size_t(nv - 1)];
+      const TileFn<ReadA> fn6 = kTiles<ReadA>[kMaxRows - 1][size_t(nv - 1)];
       const __mmask16 last = first_n(nj - 16 * (nv - 1));
       const uint32_t* panel = b + q * kp * kPanelColumns;
       const float* panel_bias = bias ? bias + j0 : nullptr;
       for (int64_t i = ib; i < ie; i += kMaxRows) {
         const int64_t mr = std::min<int64_t>(kMaxRows, ie - i);
-        const TileFn fn = mr == kMaxRows ? fn6 : kTiles[size_t(mr - 1)][size_t(nv - 1)];
-        fn(0, kp, 1.0f, a + i * a_row, a_row, a_pair, panel, kPanelColumns, beta, c + i * ldc + j0, ldc, last,
-           panel_bias);
+        const TileFn<ReadA> fn = mr == kMaxRows ? fn6 : kTiles<ReadA>[size_t(mr - 1)][size_t(nv - 1)];
+        fn(0, kp, 1.0f, a.from_row(i), panel, kPanelColumns, beta, c + i * ldc + j0, ldc, last, panel_bias);
       }
+    }
+  }
+}
+
+// Threads take whole panels (each reads only its part of B); with fewer panels than threads they
+// take row ranges instead (whole tiles of 6).
+template <class ReadA>
+void panel_gemm(int64_t m, int64_t n, int64_t k, ReadA a, const uint32_t* b_panels, const float* bias, float beta,
+                float* c, int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  const int64_t kp = (k + 1) / 2, panels = (n + kPanelColumns - 1) / kPanelColumns;
+#pragma omp parallel if (omp_get_max_threads() > 1 && m * n * kp >= kParallelMinElements * 64)
+  {
+    const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
+    if (panels >= threads) {
+      gemm_range(0, m, panels * id / threads, panels * (id + 1) / threads, n, kp, a, b_panels, bias, beta, c, ldc);
+    } else {
+      const int64_t tiles = (m + kMaxRows - 1) / kMaxRows;
+      gemm_range(std::min(m, tiles * id / threads * kMaxRows), std::min(m, tiles * (id + 1) / threads * kMaxRows), 0,
+                 panels, n, kp, a, b_panels, bias, beta, c, ldc);
     }
   }
 }
@@ -128,22 +148,14 @@ void bf16_pack_pairs(uint32_t* dst, const bf16* src, int64_t ld, int64_t k, int6
 
 void bf16_panel_gemm(int64_t m, int64_t n, int64_t k, const uint32_t* a, int64_t a_row, int64_t a_pair,
                      const uint32_t* b_panels, const float* bias, float beta, float* c, int64_t ldc) {
-  if (m <= 0 || n <= 0) return;
-  const int64_t kp = (k + 1) / 2, panels = (n + kPanelColumns - 1) / kPanelColumns;
-  // Threads take whole panels (each reads only its part of B); with fewer panels than threads they
-  // take row ranges instead (whole tiles of 6).
-#pragma omp parallel if (omp_get_max_threads() > 1 && m * n * kp >= kParallelMinElements * 64)
-  {
-    const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
-    if (panels >= threads) {
-      gemm_range(0, m, panels * id / threads, panels * (id + 1) / threads, n, kp, a, a_row, a_pair, b_panels, bias,
-                 beta, c, ldc);
-    } else {
-      const int64_t tiles = (m + kMaxRows - 1) / kMaxRows;
-      gemm_range(std::min(m, tiles * id / threads * kMaxRows), std::min(m, tiles * (id + 1) / threads * kMaxRows), 0,
-                 panels, n, kp, a, a_row, a_pair, b_panels, bias, beta, c, ldc);
-    }
-  }
+  panel_gemm(m, n, k, PairsA{a, a_row, a_pair}, b_panels, bias, beta, c, ldc);
+}
+
+void bf16_panel_gemm_token_rows(int64_t m, int64_t n, int64_t k, const bf16* src, int64_t ld, const uint32_t* b_panels,
+                                float beta, float* c, int64_t ldc) {
+  TP_CHECK(k % 2 == 0 && ld >= m, ShapeError, "bf16_panel_gemm_token_rows: k={} must be even and ld={} at least m={}",
+           k, ld, m);
+  panel_gemm(m, n, k, TokenRowsA{reinterpret_cast<const uint16_t*>(src), ld}, b_panels, nullptr, beta, c, ldc);
 }
 
 }  // namespace tensorpar::detail
