@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "skip_or_fail.hpp"
@@ -79,6 +80,26 @@ TEST(Bf16PanelGemm, PackingsPlaceEveryPairAndZeroThePadding) {
 // A row-major; A = src^T packed by bf16_pack_pairs (a weight gradient's dY^T); or the same read from
 // src's rows by bf16_panel_gemm_token_rows (even k only).
 enum class ALayout { Rows, Pairs, TokenRows };
+
+// One pass from the f32 weight gives the words of rounding it first and packing each layout from the
+// bf16 copy, at sizes off the 16 x 32 blocks and the 64-column panels.
+TEST(Bf16PanelGemm, WeightPackedInOnePassEqualsRoundingThenPackingEach) {
+  REQUIRE_AVX512_BF16();
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{2, 2}, {16, 32}, {18, 34}, {96, 80}, {130, 66}, {64, 192}}) {
+    SCOPED_TRACE(::testing::Message() << "rows=" << rows << " cols=" << cols);
+    auto w = testing::random_vector(size_t(rows * cols), uint32_t(rows + cols), 3.0f);
+    w[0] = 1.0f + 1.0f / 256;  // a tie: rounds to even
+    std::vector<bf16> wb(w.size());
+    for (size_t i = 0; i < w.size(); ++i) wb[i] = float_to_bf16(w[i]);
+    std::vector<uint32_t> fwd(size_t(detail::bf16_panels_size(cols, rows)), 0xdeadbeefu), fwd_ref(fwd);
+    std::vector<uint32_t> back(size_t(detail::bf16_panels_size(rows, cols)), 0xdeadbeefu), back_ref(back);
+    detail::bf16_pack_weight_panels(fwd.data(), back.data(), w.data(), rows, cols);
+    detail::bf16_pack_panels_transposed(fwd_ref.data(), wb.data(), cols, cols, rows);
+    detail::bf16_pack_panels(back_ref.data(), wb.data(), cols, rows, cols);
+    EXPECT_EQ(fwd, fwd_ref) << "forward layout (B = W^T)";
+    EXPECT_EQ(back, back_ref) << "backward layout (B = W)";
+  }
+}
 
 struct Problem {
   int64_t m, n, k;

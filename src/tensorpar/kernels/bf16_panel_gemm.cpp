@@ -84,6 +84,50 @@ TP_BF16_TARGET void pack_panels_transposed_avx512(uint32_t* dst, const bf16* src
   }
 }
 
+// Blocks of 16 rows x 32 columns of w, rounded into 16 registers of 16 pairs: interleaved two rows at
+// a time for the backward packing, then transposed for the forward one.
+TP_BF16_TARGET void pack_weight_panels_avx512(uint32_t* forward, uint32_t* backward, const float* w, int64_t rows,
+                                              int64_t cols) {
+  const int64_t col_pairs = cols / 2, row_pairs = rows / 2;
+  const int64_t padded_rows = (rows + kPanelColumns - 1) / kPanelColumns * kPanelColumns;
+  const int64_t padded_cols = (cols + kPanelColumns - 1) / kPanelColumns * kPanelColumns;
+  const int64_t blocks_r = padded_rows / 16, blocks_c = padded_cols / 32;
+  // 16-bit lanes: pairs (a[i], b[i]) for i in [0, 16) and [16, 32); b is the second source (index + 32).
+  alignas(64) uint16_t lo_index[32], hi_index[32];
+  for (int i = 0; i < 16; ++i) {
+    lo_index[2 * i] = uint16_t(i), lo_index[2 * i + 1] = uint16_t(32 + i);
+    hi_index[2 * i] = uint16_t(16 + i), hi_index[2 * i + 1] = uint16_t(48 + i);
+  }
+  const __m512i lo_idx = _mm512_load_si512(lo_index), hi_idx = _mm512_load_si512(hi_index);
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMinElements)
+  for (int64_t block = 0; block < blocks_r * blocks_c; ++block) {
+    const int64_t r0 = block / blocks_c * 16, c0 = block % blocks_c * 32;
+    const __mmask16 lo = first_n(cols - c0), hi = first_n(cols - c0 - 16);
+    __m512i r[16];
+    for (int64_t i = 0; i < 16; ++i) {
+      if (r0 + i >= rows) {
+        r[i] = _mm512_setzero_si512();
+        continue;
+      }
+      const float* src = w + (r0 + i) * cols + c0;
+      r[i] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, src + 16), _mm512_maskz_loadu_ps(lo, src));
+    }
+    // backward: pair row (r0 + i) / 2, columns [c0, c0 + 32) of panel c0 / 64
+    uint32_t* back = backward + c0 / kPanelColumns * row_pairs * kPanelColumns + c0 % kPanelColumns;
+    for (int64_t i = 0; i < 16 && r0 + i < rows; i += 2) {
+      uint32_t* d = back + (r0 + i) / 2 * kPanelColumns;
+      _mm512_storeu_si512(d, _mm512_permutex2var_epi16(r[i], lo_idx, r[i + 1]));
+      _mm512_storeu_si512(d + 16, _mm512_permutex2var_epi16(r[i], hi_idx, r[i + 1]));
+    }
+    // forward: pair rows [c0 / 2, c0 / 2 + 16), columns [r0, r0 + 16) of panel r0 / 64
+    if (c0 >= cols) continue;
+    transpose16x16(r);
+    uint32_t* fwd = forward + r0 / kPanelColumns * col_pairs * kPanelColumns + r0 % kPanelColumns;
+    for (int64_t p = 0; p < std::min<int64_t>(16, col_pairs - c0 / 2); ++p)
+      _mm512_storeu_si512(fwd + (c0 / 2 + p) * kPanelColumns, r[p]);
+  }
+}
+
 // Rows [i0, i1) x panels [q0, q1) of C.
 template <class ReadA>
 void gemm_range(int64_t i0, int64_t i1, int64_t q0, int64_t q1, int64_t n, int64_t kp, ReadA a, const uint32_t* b,
@@ -144,6 +188,12 @@ void bf16_pack_panels_transposed(uint32_t* dst, const bf16* src, int64_t ld, int
 void bf16_pack_pairs(uint32_t* dst, const bf16* src, int64_t ld, int64_t k, int64_t m) {
   TP_CHECK(ld >= m, ShapeError, "bf16_pack_pairs: ld={} is smaller than m={}", ld, m);
   pack_pairs_avx512(dst, src, ld, k, m);
+}
+
+void bf16_pack_weight_panels(uint32_t* forward, uint32_t* backward, const float* w, int64_t rows, int64_t cols) {
+  TP_CHECK(rows % 2 == 0 && cols % 2 == 0, ShapeError,
+           "bf16_pack_weight_panels: rows={} and cols={} must be even", rows, cols);
+  pack_weight_panels_avx512(forward, backward, w, rows, cols);
 }
 
 void bf16_panel_gemm(int64_t m, int64_t n, int64_t k, const uint32_t* a, int64_t a_row, int64_t a_pair,

@@ -30,6 +30,12 @@ void bf16_pack_pairs(uint32_t* dst, const bf16* src, int64_t ld, int64_t k, int6
 
 // In all three, an odd k gets a zero upper half in its last pair.
 
+// Both packings of a linear layer's weight w (rows x cols, row-major f32, both even), rounded to bf16
+// (vcvtne2ps2bf16, as convert_f32_to_bf16) in one pass over w: `forward` = bf16_pack_panels_transposed
+// of it (B = w^T: k = cols, n = rows) and `backward` = bf16_pack_panels of it (B = w: k = rows, n =
+// cols), the same words as rounding first and packing each from the bf16 copy.
+void bf16_pack_weight_panels(uint32_t* forward, uint32_t* backward, const float* w, int64_t rows, int64_t cols);
+
 // C (m x n f32, row stride ldc) = A B (+ bias[j], if bias) + beta * C (beta == 0 never reads C).
 // A (m x k) in pairs as in bf16_tile_gemm.hpp (a row-major bf16 matrix with an even row stride lda:
 // a_row = lda / 2, a_pair = 1); B packed by the functions above. Runs on the calling thread's OpenMP

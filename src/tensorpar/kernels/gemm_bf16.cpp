@@ -256,6 +256,18 @@ void PackedBf16Gemm::pack(const bf16* B) {
   state_->packed = true;
 }
 
+bool PackedBf16Gemm::pack_weight(PackedBf16Gemm& forward, PackedBf16Gemm& backward, const float* w) {
+  if (forward.empty() || backward.empty()) return false;
+  State& f = *forward.state_;
+  State& b = *backward.state_;
+  const bool shapes = f.trans_b == Trans::Yes && b.trans_b == Trans::No && f.N == b.K && f.K == b.N &&
+                      f.ldb == f.K && b.ldb == b.N;
+  if (!f.panels || !b.panels || !shapes) return false;
+  detail::bf16_pack_weight_panels(f.words(), b.words(), w, f.N, f.K);
+  f.packed = b.packed = true;
+  return true;
+}
+
 void PackedBf16Gemm::run(const bf16* A, float* C, const float* bias) const {
   TP_PROFILE_SCOPE("gemm bf16 (all)");
   TP_CHECK(state_ && state_->packed, ConfigError, "PackedBf16Gemm::run before pack()");

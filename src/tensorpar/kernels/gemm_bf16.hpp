@@ -36,6 +36,11 @@ class PackedBf16Gemm {
   bool empty() const { return !state_; }
   int64_t rows() const;  // M
   void pack(const bf16* B);
+  // A linear layer's weight w (f32, rows x cols, contiguous) for both of its GEMMs at once: `forward`
+  // built with Trans::Yes, N = rows, K = ldb = cols, and `backward` with Trans::No, N = ldb = cols,
+  // K = rows. Rounds w to bf16 and packs both in one pass over w when both are our panel GEMM and
+  // returns true; returns false, packing nothing, otherwise (then round w and pack() each).
+  static bool pack_weight(PackedBf16Gemm& forward, PackedBf16Gemm& backward, const float* w);
   void run(const bf16* A, float* C, const float* bias = nullptr) const;  // after pack(); bias iff with_bias
   int64_t bytes() const;                    // of the packed B
 

@@ -39,10 +39,10 @@ class Bf16Operand {
 
 // The bf16 copy of a linear layer's weight W (rows x cols, row-major) for the two GEMMs that read it in
 // a step: Y = X W^T (forward) and dX = dY W (backward). load() rounds W (once per forward) and, when
-// it runs on the token count the layer was built for, packs it for the forward GEMM; the first
-// backward_data() after it packs it for the dX GEMM (a forward-only pass, validation, packs nothing
-// it does not use). Neither GEMM repacks W inside every call: 4-8% faster GEMMs at gpt-bench's
-// shapes, for a repack of ~1.5% of their time. Other token counts run gemm_bf16 on the rounded copy.
+// it runs on the token count the layer was built for, packs it for both GEMMs: in one pass from W
+// where both run our panel GEMM (AVX512-BF16, even sizes), else for the forward GEMM, and the first
+// backward_data() after it packs the rounded copy for the dX GEMM. Neither GEMM repacks W inside
+// every call. Other token counts run gemm_bf16 on the rounded copy.
 class Bf16Weight {
  public:
   Bf16Weight() = default;
@@ -62,6 +62,8 @@ class Bf16Weight {
   bool fused_bias_ = false;
   bool packed_ = false;           // the last load() packed the forward layout
   bool backward_packed_ = false;  // the dX layout holds the weight of the last load()
+  bool plain_current_ = false;    // plain_ holds the weight of the last load() (not written when both
+                                  // layouts were packed from it directly)
   PackedBf16Gemm forward_, backward_;
 };
 
