@@ -1,4 +1,4 @@
-// The linear layers' bf16 panel GEMM (bf16_panel_gemm.hpp), with A in each of its three forms: its
+// The linear layers' bf16 panel GEMM (bf16_panel_gemm.hpp), with A in both of its forms: its
 // three packings against the pair layouts' definitions word by word, its products against a double
 // loop over the same bf16 operands (products of two bf16 are exact in f32, so only the f32 summation
 // differs: (k + 2) 2^-24 of the sum of |terms|, far below one bf16 rounding), at sizes off its tiles,
@@ -77,9 +77,8 @@ TEST(Bf16PanelGemm, PackingsPlaceEveryPairAndZeroThePadding) {
     }
 }
 
-// A row-major; A = src^T packed by bf16_pack_pairs (a weight gradient's dY^T); or the same read from
-// src's rows by bf16_panel_gemm_token_rows (even k only).
-enum class ALayout { Rows, Pairs, TokenRows };
+// A row-major, or A = src^T packed by bf16_pack_pairs (a weight gradient's dY^T).
+enum class ALayout { Rows, Pairs };
 
 // One pass from the f32 weight gives the words of rounding it first and packing each layout from the
 // bf16 copy, at sizes off the 16 x 32 blocks and the 64-column panels.
@@ -147,9 +146,7 @@ std::vector<float> run(const Problem& g, int64_t ldc, std::vector<double>* ref =
         (*mag)[size_t(i * g.n + j)] = a + std::fabs(extra);
       }
   }
-  if (g.a_layout == ALayout::TokenRows)
-    detail::bf16_panel_gemm_token_rows(g.m, g.n, g.k, a_t.data(), g.m, b_panels.data(), g.beta, c.data(), ldc);
-  else if (g.a_layout == ALayout::Pairs)
+  if (g.a_layout == ALayout::Pairs)
     detail::bf16_panel_gemm(g.m, g.n, g.k, a_pairs.data(), 1, g.m, b_panels.data(), g.bias ? bias.data() : nullptr,
                             g.beta, c.data(), ldc);
   else
@@ -168,10 +165,9 @@ TEST(Bf16PanelGemm, EqualsExactProductsUpToF32Summation) {
                          {70, 130, 513},
                          {13, 200, 2},
                          {49, 128, 0}})
-    for (ALayout layout : {ALayout::Rows, ALayout::Pairs, ALayout::TokenRows})
+    for (ALayout layout : {ALayout::Rows, ALayout::Pairs})
       for (bool bias : {false, true})
         for (float beta : {0.0f, 1.0f}) {
-          if (layout == ALayout::TokenRows && (k % 2 || bias)) continue;  // even k only, no bias
           const Problem g{m, n, k, layout, bias, beta};
           SCOPED_TRACE(::testing::Message() << "m=" << m << " n=" << n << " k=" << k << " A layout=" << int(layout)
                                             << " bias=" << bias << " beta=" << beta);
@@ -197,7 +193,7 @@ TEST(Bf16PanelGemm, BitIdenticalForOneTwoAndThreeThreads) {
   const int saved = omp_get_max_threads();
   // 9 panels split by panels; a single panel split by rows; both large enough to fork threads.
   for (const Problem& g :
-       {Problem{300, 520, 128, ALayout::Rows, true, 0.0f}, Problem{602, 64, 256, ALayout::TokenRows, false, 1.0f}}) {
+       {Problem{300, 520, 128, ALayout::Rows, true, 0.0f}, Problem{602, 64, 256, ALayout::Pairs, false, 1.0f}}) {
     SCOPED_TRACE(::testing::Message() << "m=" << g.m << " n=" << g.n << " k=" << g.k);
     omp_set_num_threads(1);
     const auto one = run(g, g.n);

@@ -44,10 +44,4 @@ void bf16_pack_weight_panels(uint32_t* forward, uint32_t* backward, const float*
 void bf16_panel_gemm(int64_t m, int64_t n, int64_t k, const uint32_t* a, int64_t a_row, int64_t a_pair,
                      const uint32_t* b_panels, const float* bias, float beta, float* c, int64_t ldc);
 
-// The same with A = src^T, src (k x m, row-major bf16, row stride ld; k even): a weight gradient's
-// dY^T read straight from dY, each pair put together from two token rows, instead of packed by
-// bf16_pack_pairs. No bias.
-void bf16_panel_gemm_token_rows(int64_t m, int64_t n, int64_t k, const bf16* src, int64_t ld,
-                                const uint32_t* b_panels, float beta, float* c, int64_t ldc);
-
 }  // namespace tensorpar::detail

@@ -29,25 +29,14 @@ inline uint32_t load_pair(const uint32_t* p) {
   return v;
 }
 
-// How the tile reads A's pair (row r, pair p), for rows counted from the tile's first:
+// How the tile reads A's pair (row r, pair p), for rows counted from the tile's first (a template
+// parameter, so other layouts of A can be read without a packing pass):
 // PairsA: 32-bit pairs at a[r * row + p * pair], as bf16_tile_gemm.hpp describes.
 struct PairsA {
   const uint32_t* a;
   int64_t row, pair;
   uint32_t operator()(int r, int64_t p) const { return load_pair(a + r * row + p * pair); }
   PairsA from_row(int64_t i) const { return {a + i * row, row, pair}; }
-};
-// TokenRowsA: A = src^T with src (k x m) row-major bf16 (a weight gradient's dY: k tokens, m outputs),
-// the pair (src[2p][r], src[2p+1][r]) put together from two rows: a few integer operations per
-// broadcast instead of a packing pass over dY. k must be even.
-struct TokenRowsA {
-  const uint16_t* src;
-  int64_t ld;
-  uint32_t operator()(int r, int64_t p) const {
-    const uint16_t* x = src + 2 * p * ld + r;
-    return uint32_t(x[0]) | uint32_t(x[ld]) << 16;
-  }
-  TokenRowsA from_row(int64_t i) const { return {src + i, ld}; }
 };
 
 // C rows [0, MR) x columns [0, 16 NV) (the last vector masked by `last`) = alpha * sum over pairs

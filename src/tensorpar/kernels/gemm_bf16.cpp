@@ -290,12 +290,12 @@ void PackedBf16Gemm::run(const bf16* A, float* C, const float* bias) const {
 
 namespace {
 
-// Per shape: with AVX512-BF16, X in the panels of our panel GEMM (which reads dY^T's pairs straight
-// from dY's rows, or, for an odd token count, packed); otherwise oneDNN's matmul with X packed.
+// Per shape: with AVX512-BF16, the layouts our panel GEMM reads (dY^T's pairs of tokens, X in
+// panels); otherwise oneDNN's matmul with X packed.
 struct WeightGradEntry {
   std::mutex mutex;  // the packed buffers are per shape: one call at a time uses them
   bool panels = false;
-  Tensor dy_pairs, x_panels;  // 32-bit words, 64-byte aligned; dY^T's pairs only for an odd K
+  Tensor dy_pairs, x_panels;  // 32-bit words, 64-byte aligned
   dnnl::memory::desc dy, x_plain, dw;
   PackedBMatmul matmul;  // B is X
 };
@@ -311,7 +311,7 @@ std::shared_ptr<WeightGradEntry> weight_grad_entry(int64_t M, int64_t N, int64_t
   auto e = std::make_shared<WeightGradEntry>();
   e->panels = detail::bf16_tile_gemm_supported();
   if (e->panels) {
-    if (K % 2) e->dy_pairs = Tensor({(K + 1) / 2 * M}, DType::F32);
+    e->dy_pairs = Tensor({(K + 1) / 2 * M}, DType::F32);
     e->x_panels = Tensor({detail::bf16_panels_size(K, N)}, DType::F32);
     g_weight_grad_cache.emplace(key, e);
     return e;
@@ -350,8 +350,7 @@ void weight_grad_bf16(int64_t M, int64_t N, int64_t K, const bf16* dy, const bf1
       TP_PROFILE_SCOPE("gemm bf16: dW, X repack");
       detail::bf16_pack_panels(x_panels, x, N, K, N);
     }
-    if (K % 2 == 0) return detail::bf16_panel_gemm_token_rows(M, N, K, dy, M, x_panels, 1.0f, dw, N);
-    {  // an odd token count: the last pair needs a zero upper half, which the packing writes
+    {
       TP_PROFILE_SCOPE("gemm bf16: dW, dY^T pairs");
       detail::bf16_pack_pairs(dy_pairs, dy, M, K, M);
     }

@@ -51,9 +51,9 @@ class PackedBf16Gemm {
 
 // The weight gradient of a linear layer: dW[M,N] += dY^T X, dY (K tokens x M) and X (K x N) bf16 and
 // contiguous, dW f32. gemm_bf16 with trans_a computes the same, but oneDNN's matmul copies X into its
-// blocked layout piece by piece inside the kernel loop (per thread). Here X is packed
-// once per call into a buffer cached per shape: with AVX512-BF16, into the panels of our panel GEMM,
-// which reads dY^T's pairs of tokens straight from dY; otherwise into oneDNN's layout for its matmul.
+// blocked layout piece by piece inside the kernel loop (per thread). Here the operands are packed
+// once per call into buffers cached per shape: with AVX512-BF16, dY^T into pairs of tokens and X into
+// the panels of our panel GEMM; otherwise X into oneDNN's layout for its matmul.
 // Thread-safe (calls with the same shape take turns on the cached buffers).
 void weight_grad_bf16(int64_t M, int64_t N, int64_t K, const bf16* dy, const bf16* x, float* dw);
 
