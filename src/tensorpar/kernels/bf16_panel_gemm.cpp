@@ -128,22 +128,28 @@ TP_BF16_TARGET void pack_weight_panels_avx512(uint32_t* forward, uint32_t* backw
   }
 }
 
+// A's pairs: (row i, pair p) at a[i * row + p * pair].
+struct PairsA {
+  const uint32_t* a;
+  int64_t row, pair;
+};
+
 // Rows [i0, i1) x panels [q0, q1) of C.
-template <class ReadA>
-void gemm_range(int64_t i0, int64_t i1, int64_t q0, int64_t q1, int64_t n, int64_t kp, ReadA a, const uint32_t* b,
+void gemm_range(int64_t i0, int64_t i1, int64_t q0, int64_t q1, int64_t n, int64_t kp, PairsA a, const uint32_t* b,
                 const float* bias, float beta, float* c, int64_t ldc) {
   for (int64_t ib = i0; ib < i1; ib += kRowBlock) {
     const int64_t ie = std::min(ib + kRowBlock, i1);
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t j0 = q * kPanelColumns, nj = std::min(kPanelColumns, n - j0), nv = (nj + 15) / 16;
-      const TileFn<ReadA> fn6 = kTiles<ReadA>[kMaxRows - 1][size_t(nv - 1)];
+      const TileFn fn6 = kTiles[kMaxRows - 1][size_t(nv - 1)];
       const __mmask16 last = first_n(nj - 16 * (nv - 1));
       const uint32_t* panel = b + q * kp * kPanelColumns;
       const float* panel_bias = bias ? bias + j0 : nullptr;
       for (int64_t i = ib; i < ie; i += kMaxRows) {
         const int64_t mr = std::min<int64_t>(kMaxRows, ie - i);
-        const TileFn<ReadA> fn = mr == kMaxRows ? fn6 : kTiles<ReadA>[size_t(mr - 1)][size_t(nv - 1)];
-        fn(0, kp, 1.0f, a.from_row(i), panel, kPanelColumns, beta, c + i * ldc + j0, ldc, last, panel_bias);
+        const TileFn fn = mr == kMaxRows ? fn6 : kTiles[size_t(mr - 1)][size_t(nv - 1)];
+        fn(0, kp, 1.0f, a.a + i * a.row, a.row, a.pair, panel, kPanelColumns, beta, c + i * ldc + j0, ldc, last,
+           panel_bias);
       }
     }
   }
@@ -154,32 +160,11 @@ void gemm_range(int64_t i0, int64_t i1, int64_t q0, int64_t q1, int64_t n, int64
 // LM head's B is 39 MB).
 constexpr int64_t kBBlockBytes = int64_t(1) << 20;
 
-template <class ReadA>
-void gemm_blocks(int64_t i0, int64_t i1, int64_t q0, int64_t q1, int64_t n, int64_t kp, ReadA a, const uint32_t* b,
+void gemm_blocks(int64_t i0, int64_t i1, int64_t q0, int64_t q1, int64_t n, int64_t kp, PairsA a, const uint32_t* b,
                  const float* bias, float beta, float* c, int64_t ldc) {
   const int64_t per_block = std::max<int64_t>(1, kBBlockBytes / std::max<int64_t>(1, kp * kPanelColumns * 4));
   for (int64_t q = q0; q < q1; q += per_block)
     gemm_range(i0, i1, q, std::min(q + per_block, q1), n, kp, a, b, bias, beta, c, ldc);
-}
-
-// Threads take whole panels (each reads only its part of B); with fewer panels than threads they
-// take row ranges instead (whole tiles of 6).
-template <class ReadA>
-void panel_gemm(int64_t m, int64_t n, int64_t k, ReadA a, const uint32_t* b_panels, const float* bias, float beta,
-                float* c, int64_t ldc) {
-  if (m <= 0 || n <= 0) return;
-  const int64_t kp = (k + 1) / 2, panels = (n + kPanelColumns - 1) / kPanelColumns;
-#pragma omp parallel if (omp_get_max_threads() > 1 && m * n * kp >= kParallelMinElements * 64)
-  {
-    const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
-    if (panels >= threads) {
-      gemm_blocks(0, m, panels * id / threads, panels * (id + 1) / threads, n, kp, a, b_panels, bias, beta, c, ldc);
-    } else {
-      const int64_t tiles = (m + kMaxRows - 1) / kMaxRows;
-      gemm_blocks(std::min(m, tiles * id / threads * kMaxRows), std::min(m, tiles * (id + 1) / threads * kMaxRows), 0,
-                 panels, n, kp, a, b_panels, bias, beta, c, ldc);
-    }
-  }
 }
 
 }  // namespace
@@ -209,9 +194,25 @@ void bf16_pack_weight_panels(uint32_t* forward, uint32_t* backward, const float*
   pack_weight_panels_avx512(forward, backward, w, rows, cols);
 }
 
+// Threads take whole panels (each reads only its part of B); with fewer panels than threads they
+// take row ranges instead (whole tiles of 6).
 void bf16_panel_gemm(int64_t m, int64_t n, int64_t k, const uint32_t* a, int64_t a_row, int64_t a_pair,
                      const uint32_t* b_panels, const float* bias, float beta, float* c, int64_t ldc) {
-  panel_gemm(m, n, k, PairsA{a, a_row, a_pair}, b_panels, bias, beta, c, ldc);
+  if (m <= 0 || n <= 0) return;
+  const PairsA pairs{a, a_row, a_pair};
+  const int64_t kp = (k + 1) / 2, panels = (n + kPanelColumns - 1) / kPanelColumns;
+#pragma omp parallel if (omp_get_max_threads() > 1 && m * n * kp >= kParallelMinElements * 64)
+  {
+    const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
+    if (panels >= threads) {
+      gemm_blocks(0, m, panels * id / threads, panels * (id + 1) / threads, n, kp, pairs, b_panels, bias, beta, c,
+                  ldc);
+    } else {
+      const int64_t tiles = (m + kMaxRows - 1) / kMaxRows;
+      gemm_blocks(std::min(m, tiles * id / threads * kMaxRows), std::min(m, tiles * (id + 1) / threads * kMaxRows), 0,
+                  panels, n, kp, pairs, b_panels, bias, beta, c, ldc);
+    }
+  }
 }
 
 }  // namespace tensorpar::detail

@@ -4,7 +4,8 @@
 // loop 93-95%: the tile's loop runs at ~98% with its operands in L1, a panel of B (k x 64) stays in L2
 // while the row tiles stream A, and each C tile is written once (no blocking of k, so C never makes a
 // second trip through memory). The result of each output does not depend on the thread count.
-// Internal to kernels/: gemm_bf16.cpp calls it when the CPU has AVX512-BF16.
+// Internal to kernels/: every function here needs AVX512-BF16 (bf16_tile_gemm_supported()), which
+// gemm_bf16.cpp checks before it calls them.
 #pragma once
 #include <cstdint>
 

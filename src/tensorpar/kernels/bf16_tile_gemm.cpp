@@ -123,9 +123,8 @@ void bf16_tile_gemm(int64_t m, int64_t n, int64_t k, float alpha, const uint32_t
         p0 = std::clamp<int64_t>((i0 + skip.offset) / 2, 0, kp);
       if (end <= j0) continue;
       const int64_t nj = end - j0, nv = (nj + 15) / 16;
-      kTiles<PairsA>[size_t(mr - 1)][size_t(nv - 1)](p0, std::max(p0, p1), alpha, PairsA{a + i0 * a_row, a_row, a_pair},
-                                                      b + j0, ldb, beta, c + i0 * ldc + j0, ldc,
-                                                      first_n(nj - 16 * (nv - 1)), nullptr);
+      kTiles[size_t(mr - 1)][size_t(nv - 1)](p0, std::max(p0, p1), alpha, a + i0 * a_row, a_row, a_pair, b + j0,
+                                              ldb, beta, c + i0 * ldc + j0, ldc, first_n(nj - 16 * (nv - 1)), nullptr);
     }
   }
 }

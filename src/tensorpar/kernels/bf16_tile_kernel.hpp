@@ -29,21 +29,13 @@ inline uint32_t load_pair(const uint32_t* p) {
   return v;
 }
 
-// How the tile reads A's pair (row r, pair p), for rows counted from the tile's first (a template
-// parameter, so other layouts of A can be read without a packing pass):
-// PairsA: 32-bit pairs at a[r * row + p * pair], as bf16_tile_gemm.hpp describes.
-struct PairsA {
-  const uint32_t* a;
-  int64_t row, pair;
-  uint32_t operator()(int r, int64_t p) const { return load_pair(a + r * row + p * pair); }
-  PairsA from_row(int64_t i) const { return {a + i * row, row, pair}; }
-};
-
 // C rows [0, MR) x columns [0, 16 NV) (the last vector masked by `last`) = alpha * sum over pairs
-// [p0, p1) of A B, + bias[j] if bias, + beta * C if beta != 0. B as in bf16_tile_gemm.hpp.
-template <int MR, int NV, class ReadA>
-TP_BF16_TARGET void tile(int64_t p0, int64_t p1, float alpha, ReadA a, const uint32_t* b, int64_t ldb, float beta,
-                         float* c, int64_t ldc, __mmask16 last, const float* bias) {
+// [p0, p1) of A B, + bias[j] if bias, + beta * C if beta != 0. A's pair (r, p) at a[r * a_row +
+// p * a_pair] and B as in bf16_tile_gemm.hpp.
+template <int MR, int NV>
+TP_BF16_TARGET void tile(int64_t p0, int64_t p1, float alpha, const uint32_t* a, int64_t a_row, int64_t a_pair,
+                         const uint32_t* b, int64_t ldb, float beta, float* c, int64_t ldc, __mmask16 last,
+                         const float* bias) {
   __m512 acc[MR][NV];
   // Unrolled by pragma, not left to -O3: the accumulators must live in registers.
 #pragma GCC unroll 8
@@ -56,7 +48,7 @@ TP_BF16_TARGET void tile(int64_t p0, int64_t p1, float alpha, ReadA a, const uin
     for (int v = 0; v < NV; ++v) bv[v] = (__m512bh)_mm512_loadu_si512(b + p * ldb + 16 * v);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
-      const __m512bh av = (__m512bh)_mm512_set1_epi32(int(a(r, p)));
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(int(load_pair(a + r * a_row + p * a_pair)));
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);
     }
@@ -75,20 +67,18 @@ TP_BF16_TARGET void tile(int64_t p0, int64_t p1, float alpha, ReadA a, const uin
     }
 }
 
-template <class ReadA>
-using TileFn = void (*)(int64_t, int64_t, float, ReadA, const uint32_t*, int64_t, float, float*, int64_t, __mmask16,
-                        const float*);
+using TileFn = void (*)(int64_t, int64_t, float, const uint32_t*, int64_t, int64_t, const uint32_t*, int64_t, float,
+                        float*, int64_t, __mmask16, const float*);
 
-template <class ReadA, int R>
-constexpr std::array<TileFn<ReadA>, kMaxVectors> tiles_of_rows() {
-  return {&tile<R, 1, ReadA>, &tile<R, 2, ReadA>, &tile<R, 3, ReadA>, &tile<R, 4, ReadA>};
+template <int R>
+constexpr std::array<TileFn, kMaxVectors> tiles_of_rows() {
+  return {&tile<R, 1>, &tile<R, 2>, &tile<R, 3>, &tile<R, 4>};
 }
 
-// kTiles<ReadA>[rows - 1][vectors - 1]
-template <class ReadA>
-inline constexpr std::array<std::array<TileFn<ReadA>, kMaxVectors>, kMaxRows> kTiles = {
-    tiles_of_rows<ReadA, 1>(), tiles_of_rows<ReadA, 2>(), tiles_of_rows<ReadA, 3>(),
-    tiles_of_rows<ReadA, 4>(), tiles_of_rows<ReadA, 5>(), tiles_of_rows<ReadA, 6>()};
+// kTiles[rows - 1][vectors - 1]
+inline constexpr std::array<std::array<TileFn, kMaxVectors>, kMaxRows> kTiles = {
+    tiles_of_rows<1>(), tiles_of_rows<2>(), tiles_of_rows<3>(),
+    tiles_of_rows<4>(), tiles_of_rows<5>(), tiles_of_rows<6>()};
 
 // The lanes [0, n) of a 16-lane mask.
 inline __mmask16 first_n(int64_t n) {
