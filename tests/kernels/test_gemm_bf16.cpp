@@ -108,7 +108,26 @@ TEST(GemmBf16, PrimitiveIsCachedPerProblem) {
     gemm_bf16(Trans::No, Trans::No, M, N, K, 1.0f, A.data(), K, B.data(), N, 0.0f, C.data(), N);
   EXPECT_EQ(gemm_bf16_cache_size(), after_first);
   gemm_bf16(Trans::No, Trans::No, M, N, K, 1.0f, A.data(), K, B.data(), N, 1.0f, C.data(), N);  // new beta
+  if (!gemm_bf16_native()) {  // widened to f32 (an AVX2-only CPU): no oneDNN bf16 primitive at all
+    EXPECT_EQ(gemm_bf16_cache_size(), 0);
+    EXPECT_NE(gemm_bf16_impl_name(Trans::No, Trans::No, M, N, K, K, N, N).find("widened to f32"), std::string::npos);
+    return;
+  }
   EXPECT_EQ(gemm_bf16_cache_size(), after_first + 1);
+}
+
+// With AVX512-BF16 gemm_bf16 is oneDNN's bf16 matmul, not the f32 widening; without AVX-512 (Debian
+// 12's oneDNN 2.7 has no bf16 matmul for AVX2) it is the widening. This machine's CPU decides which
+// path the rest of this file tests; this checks it is the right one and names it.
+TEST(GemmBf16, UsesOneDnnBf16WhereTheCpuHasIt) {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512bf16")) {
+    EXPECT_TRUE(gemm_bf16_native());
+  }
+  if (!__builtin_cpu_supports("avx512f")) {
+    EXPECT_FALSE(gemm_bf16_native());
+  }
+  RecordProperty("gemm_bf16", gemm_bf16_impl_name(Trans::No, Trans::No, 8, 8, 8, 8, 8, 8));
 }
 
 TEST(GemmBf16, RejectsShortLeadingDimension) {

@@ -121,7 +121,10 @@ TEST_P(ParallelAttentionTest, MatchesSerialWithOneAllReduceEachWay) {
   EXPECT_TRUE(all_close(dx, dx_serial)) << "input gradient";
   for (size_t i = 0; i < ps.size(); ++i) {
     EXPECT_TRUE(all_close(pp[i]->value.span(), local_slice(*pp[i], ps[i]->value.span()), 0, 0)) << pp[i]->name;
-    EXPECT_TRUE(all_close(pp[i]->grad.span(), local_slice(*pp[i], ps[i]->grad.span()))) << pp[i]->name;
+    // a weight gradient sums N = 10 products of O(1) terms in the order the GEMM picks for its shape and
+    // ISA (AVX2 and AVX-512 kernels differ): |error| <= 10 u sum|terms|, a few 1e-6, above all_close's
+    // default atol of 1e-6 (seen: 1.09e-6 on an AVX2-only Zen 3); a wrong shard is off by O(0.1)
+    EXPECT_TRUE(all_close(pp[i]->grad.span(), local_slice(*pp[i], ps[i]->grad.span()), 1e-5, 4e-6)) << pp[i]->name;
   }
   // a smaller call than the layer was sized for (B=1, T=3) still matches
   std::vector<float> y1_serial(size_t(3 * kHidden)), y1(size_t(3 * kHidden));

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <unordered_map>
+#include <vector>
 
 #include "tensorpar/core/error.hpp"
 #include "tensorpar/core/tensor.hpp"
@@ -108,6 +109,37 @@ void check_args(Trans ta, Trans tb, int64_t M, int64_t N, int64_t K, int64_t lda
   TP_CHECK(ldc >= std::max<int64_t>(1, N), ShapeError, "gemm_bf16: ldc={} is smaller than N={}", ldc, N);
 }
 
+// oneDNN 2.7 (Debian 12) creates bf16 matmuls only for AVX-512 cores. Elsewhere (an AVX2-only
+// Zen 3, say) every GEMM here widens its bf16 operands to f32 and runs the f32 GEMM: a product of two
+// bf16 values is exact in f32, so the result differs from a bf16 kernel's only in summation order.
+bool onednn_has_bf16_matmul() {
+  static const bool has = [] {
+    try {
+      const dnnl::memory::desc a({2, 2}, dt::bf16, dnnl::memory::dims{2, 1});
+      const dnnl::memory::desc c({2, 2}, dt::f32, dnnl::memory::dims{2, 1});
+      dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, a, c), runtime().engine);
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return has;
+}
+
+// src (rows x cols, leading dimension ld) widened into dst (rows x cols, contiguous): exact.
+void widen(float* dst, const bf16* src, int64_t rows, int64_t cols, int64_t ld) {
+  if (ld == cols) return convert_bf16_to_f32(dst, src, rows * cols);
+  for (int64_t r = 0; r < rows; ++r) convert_bf16_to_f32(dst + r * cols, src + r * ld, cols);
+}
+
+// Per-thread scratch for widened operands; it grows to the largest call and is then reused.
+float* widen_scratch(int slot, int64_t n) {
+  thread_local std::vector<float> buffers[2];
+  std::vector<float>& b = buffers[slot];
+  if (int64_t(b.size()) < n) b.resize(size_t(n));
+  return b.data();
+}
+
 bool has_avx512_bf16() {
   static const bool has = [] {
     __builtin_cpu_init();
@@ -145,6 +177,15 @@ void gemm_bf16(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, fl
     for (int64_t i = 0; i < M; ++i)
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
     return;
+  }
+  if (!onednn_has_bf16_matmul()) {
+    const int64_t a_rows = trans_a == Trans::Yes ? K : M, a_cols = trans_a == Trans::Yes ? M : K;
+    const int64_t b_rows = trans_b == Trans::Yes ? N : K, b_cols = trans_b == Trans::Yes ? K : N;
+    float* a = widen_scratch(0, a_rows * a_cols);
+    float* b = widen_scratch(1, b_rows * b_cols);
+    widen(a, A, a_rows, a_cols, lda);
+    widen(b, B, b_rows, b_cols, ldb);
+    return gemm(trans_a, trans_b, M, N, K, alpha, a, a_cols, b, b_cols, beta, C, ldc);
   }
   const std::shared_ptr<const Entry> e = lookup(trans_a, trans_b, M, N, K, lda, ldb, ldc, alpha, beta);
   Runtime& rt = runtime();
@@ -190,7 +231,9 @@ struct PackedBf16Gemm::State {
   Trans trans_b = Trans::No;
   bool packed = false, with_bias = false;
   bool panels = false;
-  Tensor b_panels;  // 32-bit words, 64-byte aligned
+  bool widened = false;  // no bf16 matmul in oneDNN for this CPU: B widened to f32, the f32 GEMM
+  Tensor b_panels;       // 32-bit words, 64-byte aligned
+  Tensor b_f32;          // widened: B as given (K x N, or N x K when trans_b), contiguous
   uint32_t* words() { return static_cast<uint32_t*>(b_panels.raw()); }
   const uint32_t* words() const { return static_cast<const uint32_t*>(b_panels.raw()); }
   dnnl::memory::desc a, b_plain, c, bias;
@@ -210,6 +253,12 @@ PackedBf16Gemm::PackedBf16Gemm(Trans trans_b, int64_t M, int64_t N, int64_t K, i
   s->panels = detail::bf16_tile_gemm_supported() && K % 2 == 0;
   if (s->panels) {
     s->b_panels = Tensor({detail::bf16_panels_size(K, N)}, DType::F32);
+    state_ = std::move(s);
+    return;
+  }
+  if (!onednn_has_bf16_matmul()) {
+    s->widened = true;
+    s->b_f32 = Tensor({K * N}, DType::F32);
     state_ = std::move(s);
     return;
   }
@@ -233,6 +282,7 @@ int64_t PackedBf16Gemm::rows() const { return state_ ? state_->M : 0; }
 int64_t PackedBf16Gemm::bytes() const {
   if (!state_) return 0;
   if (state_->panels) return int64_t(state_->b_panels.nbytes());
+  if (state_->widened) return int64_t(state_->b_f32.nbytes());
   return int64_t(state_->matmul.b_packed.get_desc().get_size());
 }
 
@@ -246,6 +296,14 @@ void PackedBf16Gemm::pack(const bf16* B) {
       detail::bf16_pack_panels_transposed(s.words(), B, s.ldb, s.K, s.N);
     else
       detail::bf16_pack_panels(s.words(), B, s.ldb, s.K, s.N);
+    s.packed = true;
+    return;
+  }
+  if (s.widened) {
+    if (s.trans_b == Trans::Yes)
+      widen(s.b_f32.f32(), B, s.N, s.K, s.ldb);
+    else
+      widen(s.b_f32.f32(), B, s.K, s.N, s.ldb);
     s.packed = true;
     return;
   }
@@ -278,6 +336,16 @@ void PackedBf16Gemm::run(const bf16* A, float* C, const float* bias) const {
   if (s.panels)
     return detail::bf16_panel_gemm(s.M, s.N, s.K, reinterpret_cast<const uint32_t*>(A), s.K / 2, 1,
                                    s.words(), bias, 0.0f, C, s.N);
+  if (s.widened) {
+    float* a = widen_scratch(0, s.M * s.K);
+    widen(a, A, s.M, s.K, s.K);
+    gemm(Trans::No, s.trans_b, s.M, s.N, s.K, 1.0f, a, s.K, s.b_f32.f32(),
+         s.trans_b == Trans::Yes ? s.K : s.N, 0.0f, C, s.N);
+    if (bias)
+      for (int64_t i = 0; i < s.M; ++i)
+        for (int64_t j = 0; j < s.N; ++j) C[i * s.N + j] += bias[j];
+    return;
+  }
   Runtime& rt = runtime();
   dnnl::memory a(state_->a, rt.engine, const_cast<bf16*>(A));
   dnnl::memory c(state_->c, rt.engine, C);
@@ -295,6 +363,7 @@ namespace {
 struct WeightGradEntry {
   std::mutex mutex;  // the packed buffers are per shape: one call at a time uses them
   bool panels = false;
+  bool widened = false;       // no bf16 matmul in oneDNN for this CPU: the f32 GEMM on widened operands
   Tensor dy_pairs, x_panels;  // 32-bit words, 64-byte aligned
   dnnl::memory::desc dy, x_plain, dw;
   PackedBMatmul matmul;  // B is X
@@ -313,6 +382,11 @@ std::shared_ptr<WeightGradEntry> weight_grad_entry(int64_t M, int64_t N, int64_t
   if (e->panels) {
     e->dy_pairs = Tensor({(K + 1) / 2 * M}, DType::F32);
     e->x_panels = Tensor({detail::bf16_panels_size(K, N)}, DType::F32);
+    g_weight_grad_cache.emplace(key, e);
+    return e;
+  }
+  if (!onednn_has_bf16_matmul()) {
+    e->widened = true;
     g_weight_grad_cache.emplace(key, e);
     return e;
   }
@@ -357,6 +431,14 @@ void weight_grad_bf16(int64_t M, int64_t N, int64_t K, const bf16* dy, const bf1
     detail::bf16_panel_gemm(M, N, K, dy_pairs, 1, M, x_panels, nullptr, 1.0f, dw, N);
     return;
   }
+  if (e->widened) {
+    TP_PROFILE_SCOPE("gemm bf16: dW += dY^T X");
+    float* dy_f32 = widen_scratch(0, K * M);
+    float* x_f32 = widen_scratch(1, K * N);
+    widen(dy_f32, dy, K, M, M);
+    widen(x_f32, x, K, N, N);
+    return gemm(Trans::Yes, Trans::No, M, N, K, 1.0f, dy_f32, M, x_f32, N, 1.0f, dw, N);
+  }
   dnnl::memory x_plain(e->x_plain, rt.engine, const_cast<bf16*>(x));
   dnnl::memory dy_mem(e->dy, rt.engine, const_cast<bf16*>(dy));
   dnnl::memory dw_mem(e->dw, rt.engine, dw);
@@ -378,8 +460,11 @@ std::string gemm_bf16_impl_name(Trans trans_a, Trans trans_b, int64_t M, int64_t
                                 int64_t ldb, int64_t ldc, float alpha, float beta) {
   check_args(trans_a, trans_b, M, N, K, lda, ldb, ldc);
   TP_CHECK(M > 0 && N > 0 && K > 0, ShapeError, "gemm_bf16_impl_name: empty problem M={} N={} K={}", M, N, K);
+  if (!onednn_has_bf16_matmul()) return "widened to f32: gemm (oneDNN has no bf16 matmul for this CPU)";
   return lookup(trans_a, trans_b, M, N, K, lda, ldb, ldc, alpha, beta)->pd.impl_info_str();
 }
+
+bool gemm_bf16_native() { return onednn_has_bf16_matmul(); }
 
 int64_t gemm_bf16_cache_size() {
   std::lock_guard lock(g_cache_mutex);

@@ -26,8 +26,9 @@ void gemm_bf16(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, fl
 // For a B that several calls share while it does not change (a weight within a training step). With
 // AVX512-BF16 and an even K, our panel GEMM (kernels/bf16_panel_gemm.hpp: 93-95% of the bf16 peak on
 // gpt-bench's shapes where oneDNN reaches 86-92%) with B in its panels; otherwise oneDNN's matmul with
-// B in its blocked layout. A (M x K) bf16 and C (M x N) f32 are contiguous; B is read with trans_b and
-// ldb as in gemm_bf16. Copies share the packed buffer.
+// B in its blocked layout (or, where oneDNN has no bf16 matmul, B widened to f32: gemm_bf16_native).
+// A (M x K) bf16 and C (M x N) f32 are contiguous; B is read with trans_b and ldb as in gemm_bf16.
+// Copies share the packed buffer.
 class PackedBf16Gemm {
  public:
   PackedBf16Gemm() = default;
@@ -61,6 +62,11 @@ void weight_grad_bf16(int64_t M, int64_t N, int64_t K, const bf16* dy, const bf1
 // for benchmarks and logs: a "ref" or "gemm:ref" here means a slow fallback was chosen.
 std::string gemm_bf16_impl_name(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, int64_t lda,
                                 int64_t ldb, int64_t ldc, float alpha = 1.0f, float beta = 0.0f);
+
+// False where oneDNN has no bf16 matmul for this CPU (oneDNN 2.7 has one only for AVX-512 cores):
+// then gemm_bf16, PackedBf16Gemm and weight_grad_bf16 widen their bf16 operands to f32 (exactly) and
+// run gemm(); results differ from a bf16 kernel's only in summation order, and run no faster than f32.
+bool gemm_bf16_native();
 
 // Number of primitives the gemm_bf16 cache holds (one per distinct problem seen so far).
 int64_t gemm_bf16_cache_size();
