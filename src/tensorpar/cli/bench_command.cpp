@@ -57,6 +57,7 @@ void add_bench_command(CLI::App& app, Runner& run) {
                              {"precision", *precision},
                              {"sequence_parallel", o->compute.sequence_parallel},
                              {"mfu_bf16", r.mfu_bf16},
+                             {"bf16_native", r.bf16_native},
                              {"tp", r.tp},
                              {"dp", r.dp},
                              {"pp", r.pp},
@@ -94,7 +95,10 @@ void add_bench_command(CLI::App& app, Runner& run) {
                               100 * r.comm_fraction, r.peak_rss_mb,
                               r.mfu_bf16 > 0 ? fmt::format("  bf16: MFU {:.1f}% of the {:.1f} GFLOP/s bf16 peak\n",
                                                            100 * r.mfu_bf16, r.peak_bf16_gflops)
-                                             : ""));
+                              : options.compute.precision == Precision::BF16
+                                  ? "  bf16: this CPU has no bf16 dot product (AVX512-BF16), so the bf16 GEMMs run "
+                                    "widened to f32: the MFU above, against the f32 peak, is the measure\n"
+                                  : ""));
       print_rank0(world, fmt::format("  activations (recompute {}): {:.2f} MB per layer per rank held, {:.2f} MB by our "
                                      "formula, {:.2f} MB by Korthikanti et al. at f32; {:.2f} MB in all\n"
                                      "  parameters + gradients + AdamW state: {:.2f} MB per rank ({:.2f} MB expected: "

@@ -9,9 +9,12 @@
 #include <cstring>
 #include <utility>
 
-// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and -Wmaybe-uninitialized reports that
-// at every inlined call (a known false positive, fixed in later GCCs).
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and -W(maybe-)uninitialized reports
+// that at inlined calls (a known false positive, fixed in later GCCs). Clang has no such warning.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 
 #define TP_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")))
 

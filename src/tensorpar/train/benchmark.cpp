@@ -8,6 +8,7 @@
 #include "tensorpar/core/profile.hpp"
 #include "tensorpar/core/rng.hpp"
 #include "tensorpar/kernels/gemm.hpp"
+#include "tensorpar/kernels/gemm_bf16.hpp"
 #include "tensorpar/kernels/peak_flops.hpp"
 #include "tensorpar/model/memory.hpp"
 #include "tensorpar/model/transformer.hpp"
@@ -159,6 +160,7 @@ BenchResult run_benchmark(ProcessGroup& world, const BenchOptions& o) {
     double bf16_sum = peak.bf16_per_core;
     world.all_reduce(std::span<double>(&bf16_sum, 1));
     r.peak_bf16_gflops = bf16_sum * r.threads_per_rank;
+    r.bf16_native = gemm_bf16_native() && r.peak_bf16_gflops > 0;
   }
   r.peak_gflops = peak_sum * r.threads_per_rank;
   r.mfu = r.achieved_gflops / r.peak_gflops;

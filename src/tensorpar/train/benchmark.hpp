@@ -55,6 +55,9 @@ struct BenchResult {
   double mfu = 0;               // against the f32 FMA peak
   double peak_bf16_gflops = 0;  // bf16 runs: whole job, measured vdpbf16ps peak
   double mfu_bf16 = 0;          // bf16 runs: against the bf16 peak
+  // bf16 runs: false where the CPU has no bf16 dot product (AVX2 only): the bf16 GEMMs then run widened
+  // to f32 (gemm_bf16_native), peak_bf16_gflops and mfu_bf16 stay 0, and mfu is the only measure
+  bool bf16_native = false;
   double comm_fraction = 0;           // mean over ranks of (time blocked in collectives / step time)
   double peak_rss_mb = 0;             // max over ranks
   // memory per rank (docs/memory.md), measured on rank 0 beside the formulas for the same mode
