@@ -31,8 +31,16 @@ def bench(ranks, threads, preset, *flags):
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
+avx512 = " avx512f " in open("/proc/cpuinfo").read().replace("\n", " ")
+
 def torch(ranks, threads, bf16):
-    env = dict(os.environ, OPENBLAS_CORETYPE="SkylakeX", BF16="1" if bf16 else "0")  # see bench/README.md
+    env = dict(os.environ, BF16="1" if bf16 else "0")
+    # see bench/README.md: not the Haswell these machines export, where the CPU has AVX-512; elsewhere
+    # (an AVX2-only Zen 3) SkylakeX would be an illegal instruction, and OpenBLAS's own choice is right
+    if avx512:
+        env["OPENBLAS_CORETYPE"] = "SkylakeX"
+    else:
+        env.pop("OPENBLAS_CORETYPE", None)
     out = subprocess.run(["/usr/bin/python3", torch_script, str(ranks), str(threads)], check=True, capture_output=True,
                          text=True, env=env).stdout
     return {"tokens_per_s": float(re.search(r"tokens/s=([0-9.]+)", out).group(1))}
