@@ -16,6 +16,7 @@
 #include "tensorpar/core/thread_chunk.hpp"
 #include "tensorpar/kernels/bf16_panel_gemm.hpp"
 #include "tensorpar/kernels/bf16_tile_gemm.hpp"
+#include "tensorpar/kernels/elementwise.hpp"
 
 namespace tensorpar {
 
@@ -341,9 +342,7 @@ void PackedBf16Gemm::run(const bf16* A, float* C, const float* bias) const {
     widen(a, A, s.M, s.K, s.K);
     gemm(Trans::No, s.trans_b, s.M, s.N, s.K, 1.0f, a, s.K, s.b_f32.f32(),
          s.trans_b == Trans::Yes ? s.K : s.N, 0.0f, C, s.N);
-    if (bias)
-      for (int64_t i = 0; i < s.M; ++i)
-        for (int64_t j = 0; j < s.N; ++j) C[i * s.N + j] += bias[j];
+    if (bias) add_bias(C, bias, s.M, s.N);
     return;
   }
   Runtime& rt = runtime();
@@ -363,7 +362,6 @@ namespace {
 struct WeightGradEntry {
   std::mutex mutex;  // the packed buffers are per shape: one call at a time uses them
   bool panels = false;
-  bool widened = false;       // no bf16 matmul in oneDNN for this CPU: the f32 GEMM on widened operands
   Tensor dy_pairs, x_panels;  // 32-bit words, 64-byte aligned
   dnnl::memory::desc dy, x_plain, dw;
   PackedBMatmul matmul;  // B is X
@@ -382,11 +380,6 @@ std::shared_ptr<WeightGradEntry> weight_grad_entry(int64_t M, int64_t N, int64_t
   if (e->panels) {
     e->dy_pairs = Tensor({(K + 1) / 2 * M}, DType::F32);
     e->x_panels = Tensor({detail::bf16_panels_size(K, N)}, DType::F32);
-    g_weight_grad_cache.emplace(key, e);
-    return e;
-  }
-  if (!onednn_has_bf16_matmul()) {
-    e->widened = true;
     g_weight_grad_cache.emplace(key, e);
     return e;
   }
@@ -413,6 +406,8 @@ void weight_grad_bf16(int64_t M, int64_t N, int64_t K, const bf16* dy, const bf1
   TP_PROFILE_SCOPE("gemm bf16 (all)");
   TP_CHECK(M >= 0 && N >= 0 && K >= 0, ShapeError, "weight_grad_bf16: negative size M={} N={} K={}", M, N, K);
   if (M == 0 || N == 0 || K == 0) return;  // nothing to add
+  if (!detail::bf16_tile_gemm_supported() && !onednn_has_bf16_matmul())  // gemm_bf16 widens to f32
+    return gemm_bf16(Trans::Yes, Trans::No, M, N, K, 1.0f, dy, M, x, N, 1.0f, dw, N);
   const std::shared_ptr<WeightGradEntry> e = weight_grad_entry(M, N, K);
   Runtime& rt = runtime();
   std::lock_guard lock(e->mutex);
@@ -430,14 +425,6 @@ void weight_grad_bf16(int64_t M, int64_t N, int64_t K, const bf16* dy, const bf1
     }
     detail::bf16_panel_gemm(M, N, K, dy_pairs, 1, M, x_panels, nullptr, 1.0f, dw, N);
     return;
-  }
-  if (e->widened) {
-    TP_PROFILE_SCOPE("gemm bf16: dW += dY^T X");
-    float* dy_f32 = widen_scratch(0, K * M);
-    float* x_f32 = widen_scratch(1, K * N);
-    widen(dy_f32, dy, K, M, M);
-    widen(x_f32, x, K, N, N);
-    return gemm(Trans::Yes, Trans::No, M, N, K, 1.0f, dy_f32, M, x_f32, N, 1.0f, dw, N);
   }
   dnnl::memory x_plain(e->x_plain, rt.engine, const_cast<bf16*>(x));
   dnnl::memory dy_mem(e->dy, rt.engine, const_cast<bf16*>(dy));
