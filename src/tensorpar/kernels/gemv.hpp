@@ -4,7 +4,7 @@
 // blocking made for large M (measured at ~60-70% of the single-thread streaming bandwidth here).
 // This kernel reads W exactly once, row after row, i.e. as one sequential stream the hardware
 // prefetcher follows, keeps x in L1 and accumulates each row in four (M = 1) or two (M > 1) AVX-512
-// registers per x row. OpenMP over contiguous ranges of rows when the process runs several threads.
+// registers per x row (AVX2 + FMA registers on CPUs without AVX-512). OpenMP over contiguous ranges of rows when the process runs several threads.
 #pragma once
 #include <cstdint>
 
@@ -14,12 +14,13 @@ namespace tensorpar {
 constexpr int64_t kGemvMaxRows = 4;
 
 // y (M, N), row stride ldy = x (M, K), row stride ldx · W^T, W (N, K) row stride ldw; 1 <= M <= 4.
-// AVX-512 where the CPU has it, else gemv_f32_reference.
+// AVX-512 where the CPU has it, else AVX2 + FMA, else gemv_f32_reference.
 void gemv_f32(float* y, int64_t ldy, const float* x, int64_t ldx, const float* W, int64_t ldw, int64_t M, int64_t N,
               int64_t K);
-// Plain loops, f64 accumulation: the reference the tests compare the AVX-512 kernel with.
+// Plain loops, f64 accumulation: the reference the tests compare the vector kernels with.
 void gemv_f32_reference(float* y, int64_t ldy, const float* x, int64_t ldx, const float* W, int64_t ldw, int64_t M,
                         int64_t N, int64_t K);
 bool gemv_has_avx512();
+bool gemv_has_avx2();  // AVX2 and FMA
 
 }  // namespace tensorpar
