@@ -1,4 +1,4 @@
-// Decode GEMV, M = 1: our AVX-512 gemv_f32 (kernels/gemv.hpp) against oneDNN's sgemm on the
+// Decode GEMV, M = 1: our gemv_f32 (AVX-512, or AVX2 + FMA) (kernels/gemv.hpp) against oneDNN's sgemm on the
 // matrices of one decode step of the 156M-parameter Llama of docs/inference.md (8 layers, hidden
 // 1024, 16 heads, 4 KV heads, FFN 2816, vocab 32000), split as one rank of TP=t holds them.
 // Every layer has its own weights (492 MB at t=1, far beyond the caches), so each "token" streams
@@ -85,7 +85,8 @@ int main(int argc, char** argv) {
   }
   const double a = median(t_ours), b = median(t_onednn);
   std::printf("M=%lld, TP=%d one rank: %.1f MB of weights per token; max|diff|/max|y| %.1e\n", (long long)M, tp, bytes / 1e6, diff / scale);
-  std::printf("gemv_f32 (AVX-512): %.2f ms/token, %.1f GB/s\n", a * 1e3, bytes / a / 1e9);
+  std::printf("gemv_f32 (%s): %.2f ms/token, %.1f GB/s\n", tensorpar::gemv_has_avx512() ? "AVX-512" : "AVX2",
+              a * 1e3, bytes / a / 1e9);
   std::printf("oneDNN sgemm:       %.2f ms/token, %.1f GB/s\n", b * 1e3, bytes / b / 1e9);
   std::printf("speed-up: %.2fx (medians of %d interleaved tokens each)\n", b / a, tokens);
   return 0;

@@ -20,7 +20,10 @@ void gemm(Trans trans_a, Trans trans_b, int64_t M, int64_t N, int64_t K, float a
   }
   // Decode: a few rows times a weight stored (N, K) is one pass over the weight; streamed in order
   // it runs at the memory bandwidth, where oneDNN's sgemm reached ~60-70% of it at M = 1 (kernels/gemv.hpp).
-  if (M <= kGemvMaxRows && trans_a == Trans::No && trans_b == Trans::Yes && alpha == 1.0f && beta == 0.0f)
+  // Without AVX-512 (AVX2 only) our kernel lost to oneDNN at M = 1 (0.87-0.98x, bench_gemv on Zen 3) and
+  // won from M = 2 up (1.74x at M = 4), so single-row decode stays with oneDNN there.
+  if (M <= kGemvMaxRows && (M > 1 || gemv_has_avx512()) && trans_a == Trans::No && trans_b == Trans::Yes &&
+      alpha == 1.0f && beta == 0.0f)
     return gemv_f32(C, ldc, A, lda, B, ldb, M, N, K);
   const dnnl_status_t status = dnnl_sgemm(trans_a == Trans::Yes ? 'T' : 'N', trans_b == Trans::Yes ? 'T' : 'N',
                                           M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
