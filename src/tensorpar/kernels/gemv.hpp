@@ -4,7 +4,8 @@
 // blocking made for large M (measured at ~60-70% of the single-thread streaming bandwidth here).
 // This kernel reads W exactly once, row after row, i.e. as one sequential stream the hardware
 // prefetcher follows, keeps x in L1 and accumulates each row in four (M = 1) or two (M > 1) AVX-512
-// registers per x row (AVX2 + FMA registers on CPUs without AVX-512). OpenMP over contiguous ranges of rows when the process runs several threads.
+// registers per x row (AVX2 + FMA registers on CPUs without AVX-512). OpenMP over contiguous ranges
+// of rows when the process runs several threads.
 #pragma once
 #include <cstdint>
 
