@@ -52,11 +52,14 @@ inline CliResult run_captured(const std::string& command, const std::string& scr
 }
 
 // `ranks` MPI processes of `tensorpar <args>`; a 120 s timeout turns a hang into a failure.
+// odls_base_sigkill_timeout 0: when a rank exits non-zero, mpirun ends the job and by default waits 1 s
+// before it kills what is left; most runs here are meant to fail, and that second was half their time.
+// (Tests of how ranks react to mpirun's signals launch mpirun themselves, with the default.)
 inline CliResult run_cli(int ranks, const std::string& args, const std::string& scratch) {
   // appended piece by piece: GCC 12 at -O1 warns (-Warray-bounds, a known false positive) on the chain of +
   std::string command = "timeout 120 ";
   command += TENSORPAR_MPIRUN;
-  command += " -np " + std::to_string(ranks) + " --oversubscribe --bind-to none ";
+  command += " -np " + std::to_string(ranks) + " --oversubscribe --bind-to none --mca odls_base_sigkill_timeout 0 ";
   command += TENSORPAR_CLI;
   command += " " + args;
   return run_captured(command, scratch);
