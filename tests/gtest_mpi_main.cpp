@@ -6,6 +6,8 @@
 
 #include <cstdio>
 
+#include "tensorpar/core/leak_check.hpp"
+
 namespace {
 
 class FailurePrinter : public testing::EmptyTestEventListener {
@@ -41,6 +43,7 @@ int main(int argc, char** argv) {
   }
   int failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
   MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  tensorpar::check_leaks_before_mpi_finalize();
   MPI_Finalize();
   return failed;
 }

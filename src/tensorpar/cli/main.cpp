@@ -13,6 +13,7 @@
 #include "tensorpar/cli/command.hpp"
 #include "tensorpar/cli/stop_signals.hpp"
 #include "tensorpar/comm/watchdog.hpp"
+#include "tensorpar/core/leak_check.hpp"
 #include "tensorpar/kernels/gemm.hpp"
 
 namespace {
@@ -43,6 +44,11 @@ void print_error(const std::string& error) {
   std::fflush(stderr);
 }
 
+void finalize_mpi() {
+  tensorpar::check_leaks_before_mpi_finalize();
+  MPI_Finalize();
+}
+
 // Every rank reports whether it failed. If all ranks get here, the lowest failing rank prints its
 // message and all exit 1 after MPI_Finalize. A failed rank whose peers do not arrive within
 // kPeerWaitSeconds prints its message and leaves at once with _exit (no MPI_Finalize: that would wait
@@ -69,7 +75,7 @@ int finish(tensorpar::ProcessGroup& world, const std::string& error) {
     }
   }
   if (first_failed == rank) print_error(error);
-  MPI_Finalize();
+  finalize_mpi();
   return first_failed == size ? 0 : 1;
 }
 
@@ -106,7 +112,7 @@ int main(int argc, char** argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   if (provided < MPI_THREAD_FUNNELED) {
     if (rank == 0) print_error("this MPI library does not support threads (MPI_THREAD_FUNNELED); use Open MPI or MPICH");
-    MPI_Finalize();
+    finalize_mpi();
     return 1;
   }
 
@@ -138,12 +144,12 @@ int main(int argc, char** argv) {
   } catch (const CLI::Success& e) {  // --help: print once
     int code = 0;
     if (rank == 0) code = app.exit(e);
-    MPI_Finalize();
+    finalize_mpi();
     return code;
   } catch (const CLI::ParseError& e) {
     // same arguments on every rank, so all fail alike; rank 0 speaks for them
     if (rank == 0) std::fprintf(stderr, "tensorpar: error: %s (see tensorpar --help)\n", e.what());
-    MPI_Finalize();
+    finalize_mpi();
     return 2;
   }
 
