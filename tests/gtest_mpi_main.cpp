@@ -29,7 +29,10 @@ int main(int argc, char** argv) {
   testing::InitGoogleTest(&argc, argv);
   // As in the CLI: OpenMP threads compute, only the main thread calls MPI.
   int provided = MPI_THREAD_SINGLE;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  {
+    tensorpar::IgnoreLeaksOnThisThread mpi_init;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  }
   if (provided < MPI_THREAD_FUNNELED) {
     std::fprintf(stderr, "this MPI library does not provide MPI_THREAD_FUNNELED\n");
     MPI_Abort(MPI_COMM_WORLD, 1);

@@ -107,7 +107,10 @@ int main(int argc, char** argv) {
   tensorpar::cli::block_stop_signals();
   // OpenMP threads compute; only this thread calls MPI.
   int provided = MPI_THREAD_SINGLE;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  {
+    tensorpar::IgnoreLeaksOnThisThread mpi_init;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  }
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   if (provided < MPI_THREAD_FUNNELED) {
