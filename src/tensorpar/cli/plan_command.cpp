@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tensorpar/cli/command.hpp"
-#include "tensorpar/io/hf_checkpoint.hpp"
+#include "tensorpar/io/model_config_file.hpp"
 #include "tensorpar/train/plan.hpp"
 #include "tensorpar/train/plan_probe.hpp"
 

@@ -9,7 +9,7 @@
 #include "tensorpar/cli/command.hpp"
 #include "tensorpar/cli/stop_signals.hpp"
 #include "tensorpar/comm/compressed_collectives.hpp"
-#include "tensorpar/io/hf_checkpoint.hpp"
+#include "tensorpar/io/model_config_file.hpp"
 #include "tensorpar/train/trainer.hpp"
 
 namespace tensorpar::cli {

@@ -16,7 +16,6 @@
 #include "tensorpar/io/atomic_file.hpp"
 #include "tensorpar/io/crc32c.hpp"
 #include "tensorpar/io/sharded_safetensors.hpp"
-#include "tensorpar/io/strict_json.hpp"
 
 namespace tensorpar::io {
 
@@ -67,13 +66,6 @@ std::vector<HfPiece> hf_pieces(const ModelConfig& c, const Parameter& p) {
     return {piece(p, prefix + "gate_proj.weight", 0, f), piece(p, prefix + "up_proj.weight", f, f)};
   }
   return {piece(p, n, 0, rows)};
-}
-
-ModelConfig read_model_config(const std::string& dir) {
-  const std::string path = (std::filesystem::path(dir) / "config.json").string();
-  TP_CHECK(std::ifstream(path).good(), IoError, "{}: cannot open the model config (is {} a model directory?)", path,
-           dir);
-  return ModelConfig::from_hf_json(read_strict_json(path), path);
 }
 
 namespace {

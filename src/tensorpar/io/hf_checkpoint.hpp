@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "tensorpar/comm/process_group.hpp"
+#include "tensorpar/io/model_config_file.hpp"  // read_model_config, which every loader calls first
 #include "tensorpar/model/config.hpp"
 #include "tensorpar/model/transformer.hpp"
 
@@ -25,9 +26,6 @@ struct HfPiece {
   Shape file_shape;
 };
 std::vector<HfPiece> hf_pieces(const ModelConfig& config, const Parameter& parameter);
-
-// config.json of a model directory; IoError/ConfigError naming the file.
-ModelConfig read_model_config(const std::string& dir);
 
 // Collective over tp: fills every parameter of `model` from dir/model.safetensors (or its sharded
 // index). Every rank throws the same IoError naming the file and key if anything is wrong.
