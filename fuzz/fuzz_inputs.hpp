@@ -15,7 +15,7 @@
 
 #include "fuzz_util.hpp"
 #include "tensorpar/core/error.hpp"
-#include "tensorpar/io/hf_checkpoint.hpp"
+#include "tensorpar/io/model_config_file.hpp"
 #include "tensorpar/io/safetensors.hpp"
 #include "tensorpar/io/sharded_safetensors.hpp"
 #include "tensorpar/io/token_file.hpp"
