@@ -4,6 +4,8 @@
 // when the input is refused, and must never do anything else: another exception type, a crash or a
 // sanitizer report is a bug.
 #pragma once
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <climits>
 #include <cstdlib>

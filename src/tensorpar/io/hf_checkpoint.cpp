@@ -1,5 +1,7 @@
 #include "tensorpar/io/hf_checkpoint.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>

@@ -1,6 +1,8 @@
 // SVG loss curve: scales the points into a fixed plot area with "nice" (1/2/5 x 10^k) ticks.
 #include "tensorpar/io/loss_report.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>

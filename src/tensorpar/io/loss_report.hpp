@@ -3,7 +3,7 @@
 // title and a legend. Records: {"step": .., "loss": ..} and/or {"step": .., "val_loss": ..}; other
 // records and non-finite values (written as null) are skipped.
 #pragma once
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 

@@ -1,6 +1,8 @@
 // MetricsWriter and read_metrics: the JSON-lines metrics file.
 #include "tensorpar/io/metrics.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include "tensorpar/core/error.hpp"
 
 namespace tensorpar::io {

@@ -2,7 +2,7 @@
 // running job's metrics can be read (and plotted with loss_report.hpp) at any time.
 #pragma once
 #include <fstream>
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 

@@ -1,5 +1,7 @@
 #include "tensorpar/model/config.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 #include <type_traits>
 #include <utility>

@@ -1,7 +1,7 @@
 // ModelConfig: the shape of a decoder-only transformer of the GPT-2 or Llama family, and its
 // Hugging Face config.json form (GPT2LMHeadModel / LlamaForCausalLM).
 #pragma once
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 
 #include <cstdint>
 #include <string>
